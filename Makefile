@@ -1,0 +1,43 @@
+# rerankd: every install step lives here, so a fresh clone needs nothing by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RERANKD := $(VENV)/bin/rerankd
+MODEL  ?= smollm2-135m-instruct
+DEMO_STRATEGY ?= icr
+
+.PHONY: setup models demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+models: setup
+	$(RERANKD) models pull $(MODEL)
+
+demo: models
+	@mkdir -p runs
+	$(RERANKD) rerank examples/noveleval/candidates.jsonl -o runs/noveleval.$(DEMO_STRATEGY).trec \
+		--strategy $(DEMO_STRATEGY) --model $(MODEL)
+	@echo "== first stage (NovelEval)"; $(RERANKD) eval examples/noveleval/run.txt --qrels examples/noveleval/qrels.txt
+	@echo "== $(DEMO_STRATEGY) with $(MODEL)"; $(RERANKD) eval runs/noveleval.$(DEMO_STRATEGY).trec --qrels examples/noveleval/qrels.txt
+
+test: models
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check rerankd tests bench
+	$(VENV)/bin/mypy rerankd
+
+bench: setup
+	$(RERANKD) models pull qwen2.5-coder-0.5b-instruct
+	$(PY) bench/quality.py
+
+clean:
+	rm -rf $(VENV) runs

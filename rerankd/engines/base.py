@@ -1,0 +1,60 @@
+"""The engine protocol: what strategies may ask of an LLM backend."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
+
+
+class Capability(str, enum.Enum):
+    GENERATE = "generate"
+    LOGPROBS = "logprobs"
+    ATTENTION = "attention"
+
+
+class CapabilityError(RuntimeError):
+    """The engine cannot do what the strategy asks (e.g. attention on vLLM)."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An LLM backend.  All methods are coroutines so many queries can share one engine."""
+
+    name: str
+    model: str
+    capabilities: frozenset[Capability]
+    context_size: int
+    tokenizer: Tokenizer
+
+    async def generate(
+        self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int
+    ) -> list[Generation]:
+        """Greedy completions of chat prompts (one per prompt, same order)."""
+        ...
+
+    async def next_token_logprobs(
+        self, prompts: Sequence[str], token_ids: Sequence[int]
+    ) -> list[list[float]]:
+        """For each raw (already templated) prompt, log-probabilities of ``token_ids``
+        as the next token."""
+        ...
+
+    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+        """Attention from each suffix's tokens to the tokens of a shared ``context``
+        (raw text, encoded once; its KV cache is reused for every suffix)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def require(engine: Engine, capability: Capability, strategy: str) -> None:
+    """Fail clearly when ``engine`` lacks what ``strategy`` needs."""
+    if capability not in engine.capabilities:
+        have = ", ".join(sorted(c.value for c in engine.capabilities)) or "none"
+        raise CapabilityError(
+            f"strategy {strategy!r} needs the {capability.value!r} capability, "
+            f"which engine {engine.name!r} lacks (it has: {have})"
+        )

@@ -1,0 +1,71 @@
+"""Passage text preprocessing shared by the templates."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Callable
+
+from rerankd.types import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+_BRACKET_NUMBER = re.compile(r"\[(\d+)\]")
+
+
+def replace_bracket_numbers(s: str) -> str:
+    """``[12]`` -> ``(12)``, so passages and queries cannot fake a numeric identifier (rank_llm)."""
+    return _BRACKET_NUMBER.sub(r"(\1)", s)
+
+
+def cut_words(text: str, max_words: int) -> str:
+    """The first ``max_words`` whitespace-separated words joined by single spaces.
+
+    This is RankGPT's and rank_llm's ``" ".join(content.split()[: int(max_length)])``:
+    it also collapses every run of whitespace (newlines included) into one space.
+    """
+    return " ".join(text.split()[: max(0, int(max_words))])
+
+
+def cut_tokens(text: str, max_tokens: int, tokenizer: Tokenizer) -> str:
+    """``text`` cut to its first ``max_tokens`` tokens; unchanged when it is not longer.
+
+    A cut that ends inside a multi-byte character drops the partial character (the
+    ``U+FFFD`` a byte-level decoder puts there) and trailing whitespace.
+    """
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+    ids = tokenizer.encode(text)
+    if len(ids) <= max_tokens:
+        return text
+    if max_tokens == 0:
+        return ""
+    return tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd").rstrip()
+
+
+def _load_fix_text() -> Callable[[str], str]:
+    try:
+        from ftfy import fix_text as ftfy_fix_text
+    except ImportError:
+        return _fallback_fix_text
+    fixer: Callable[[str], str] = ftfy_fix_text
+    return fixer
+
+
+def _fallback_fix_text(text: str) -> str:
+    # Without ftfy only NFC normalization is applied (ftfy's last step).  ASCII text is
+    # unaffected either way; mojibake, curly quotes, HTML entities, ligatures and
+    # full-width characters are what ftfy would additionally change.
+    return unicodedata.normalize("NFC", text)
+
+
+_fix_text = _load_fix_text()
+FTFY_AVAILABLE = _fix_text is not _fallback_fix_text
+if not FTFY_AVAILABLE:
+    logger.debug("ftfy is not installed: rank_llm passage cleaning falls back to NFC normalization")
+
+
+def fix_text(text: str) -> str:
+    """rank_llm's ``ftfy.fix_text`` on passage content (NFC-only fallback when ftfy is absent)."""
+    return _fix_text(text)

@@ -1,0 +1,60 @@
+"""Reranking strategies: plain async code for one query against one engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from rerankd.engines.base import Engine
+from rerankd.types import RerankRequest, RerankResult
+
+StrategyFn = Callable[[RerankRequest, Engine], Awaitable[RerankResult]]
+
+
+def get_strategy(name: str) -> StrategyFn:
+    """The ``rerank`` coroutine of strategy ``name``."""
+    # Imported lazily so that importing one strategy never pulls the others' deps.
+    if name == "sliding_window":
+        from rerankd.strategies import sliding_window as mod
+    elif name == "full_ranking":
+        from rerankd.strategies import full_ranking as mod  # type: ignore[no-redef]
+    elif name == "first":
+        from rerankd.strategies import first as mod  # type: ignore[no-redef]
+    elif name == "icr":
+        from rerankd.strategies import icr as mod  # type: ignore[no-redef]
+    else:
+        raise ValueError(
+            f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr"
+        )
+    return mod.rerank
+
+
+async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
+    """Rerank one query with the strategy its request names."""
+    return await get_strategy(request.strategy.name)(request, engine)
+
+
+async def rerank_many(
+    requests: Sequence[RerankRequest],
+    engine: Engine,
+    concurrency: int = 8,
+    on_done: Callable[[int, RerankResult], None] | None = None,
+) -> list[RerankResult]:
+    """Rerank many queries, ``concurrency`` at a time, so their engine calls share batches.
+
+    Results come back in input order; ``on_done(index, result)`` fires as each finishes.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    sem = asyncio.Semaphore(concurrency)
+    results: list[RerankResult | None] = [None] * len(requests)
+
+    async def one(i: int, req: RerankRequest) -> None:
+        async with sem:
+            res = await rerank(req, engine)
+        results[i] = res
+        if on_done is not None:
+            on_done(i, res)
+
+    await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    return [r for r in results if r is not None]

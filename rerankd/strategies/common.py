@@ -1,0 +1,80 @@
+"""Helpers shared by strategies: windows, result assembly, rank-derived scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rerankd.types import RankedDoc, RerankRequest, RerankResult, Usage
+
+
+def window_spans(n: int, window_size: int, stride: int) -> list[tuple[int, int]]:
+    """Back-to-front ``[start, end)`` windows over ``n`` items, as RankGPT slides them.
+
+    The first window ends at ``n``; each next one moves ``stride`` towards the front;
+    the last one starts at 0.  ``n <= window_size`` gives one window.
+    """
+    if n <= 0:
+        return []
+    spans: list[tuple[int, int]] = []
+    end = n
+    while True:
+        start = max(0, end - window_size)
+        spans.append((start, end))
+        if start == 0:
+            return spans
+        end -= stride
+
+
+def rank_score(rank: int, n: int) -> float:
+    """The documented score of generation strategies: ``1 - (rank - 1) / n``.
+
+    A strictly decreasing map of the final rank into (0, 1]; rank 1 scores 1.0.
+    Generation-only rerankers give an order, not a calibrated relevance, so this is
+    what we can honestly return.
+    """
+    return 1.0 - (rank - 1) / n
+
+
+def build_result(
+    request: RerankRequest,
+    order: Sequence[int],
+    *,
+    model: str,
+    scores: Sequence[float] | None = None,
+    usage: Usage | None = None,
+    timings: dict[str, float] | None = None,
+    warnings: Sequence[str] = (),
+) -> RerankResult:
+    """Assemble a result from ``order`` (indices into ``request.candidates``, best first).
+
+    ``scores[i]`` (if given) is the score of candidate ``i``; it must be non-increasing
+    along ``order``.  Without scores, :func:`rank_score` is used.
+    """
+    n = len(request.candidates)
+    if sorted(order) != list(range(n)):
+        raise AssertionError(f"strategy produced a non-permutation of {n} candidates: {list(order)}")
+    ranking = []
+    for rank, idx in enumerate(order, start=1):
+        score = rank_score(rank, n) if scores is None else float(scores[idx])
+        ranking.append(
+            RankedDoc(
+                docid=request.candidates[idx].docid,
+                rank=rank,
+                score=score,
+                first_stage_rank=idx + 1,
+            )
+        )
+    for a, b in zip(ranking, ranking[1:]):
+        if b.score > a.score:
+            raise AssertionError(f"scores not monotone with rank: {a} before {b}")
+    if request.top_n is not None:
+        ranking = ranking[: request.top_n]
+    return RerankResult(
+        qid=request.query.qid,
+        ranking=ranking,
+        strategy=request.strategy.name,
+        model=model,
+        usage=usage or Usage(),
+        timings=dict(timings or {}),
+        warnings=list(warnings),
+    )

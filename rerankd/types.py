@@ -1,0 +1,216 @@
+"""Pydantic contracts shared by every layer of rerankd.
+
+Everything that crosses a module boundary (CLI -> strategy, strategy -> engine,
+api -> worker) is one of these models.  No mutable defaults: lists default via
+``default_factory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal, Protocol, Union, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# --------------------------------------------------------------------------- inputs
+
+
+class Candidate(BaseModel):
+    """One first-stage candidate passage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    docid: str = Field(min_length=1)
+    text: str
+    title: str | None = None
+    score: float | None = None
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    qid: str | None = None
+    text: str = Field(min_length=1)
+
+
+def _check_windows(window_size: int, stride: int) -> None:
+    if window_size < 2:
+        raise ValueError(f"window_size must be at least 2, got {window_size}")
+    if not 1 <= stride <= window_size:
+        raise ValueError(
+            f"stride must be between 1 and window_size ({window_size}), got {stride}"
+        )
+
+
+class SlidingWindowConfig(BaseModel):
+    """RankGPT / RankZephyr: back-to-front windows, generated ``[i] > [j]`` permutations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["sliding_window"] = "sliding_window"
+    window_size: int = 20
+    stride: int = 10
+    passes: int = Field(default=1, ge=1, le=10)
+    prompt: str = "rank_zephyr"
+
+    @model_validator(mode="after")
+    def _validate(self) -> SlidingWindowConfig:
+        _check_windows(self.window_size, self.stride)
+        return self
+
+
+class FullRankingConfig(BaseModel):
+    """One generation call over every candidate (long-context listwise models)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["full_ranking"] = "full_ranking"
+    max_candidates: int = Field(default=100, ge=2, le=1000)
+    prompt: str = "fullrank"
+
+
+class FirstConfig(BaseModel):
+    """FIRST: rank a window by the logits of the first generated identifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["first"] = "first"
+    window_size: int = 20
+    stride: int = 10
+    prompt: str = "first"
+
+    @model_validator(mode="after")
+    def _validate(self) -> FirstConfig:
+        _check_windows(self.window_size, self.stride)
+        if self.window_size > 26:
+            raise ValueError(
+                f"window_size must be at most 26 for alphabetic identifiers, got {self.window_size}"
+            )
+        return self
+
+
+class ICRConfig(BaseModel):
+    """In-context reranking: score passages by the attention the query pays them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["icr"] = "icr"
+    calibration: Literal["masked_na", "na", "none"] = "masked_na"
+    doc_order: Literal["first_stage", "reversed"] = "reversed"
+    max_words_per_passage: int = Field(default=300, ge=1)
+
+
+StrategyConfig = Annotated[
+    Union[SlidingWindowConfig, FullRankingConfig, FirstConfig, ICRConfig],
+    Field(discriminator="name"),
+]
+
+STRATEGY_NAMES = ("sliding_window", "full_ranking", "first", "icr")
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: Query
+    candidates: list[Candidate] = Field(min_length=1)
+    strategy: StrategyConfig = Field(default_factory=SlidingWindowConfig)
+    top_n: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_docids(self) -> RerankRequest:
+        seen: set[str] = set()
+        for i, c in enumerate(self.candidates):
+            if c.docid in seen:
+                raise ValueError(f"candidates[{i}].docid {c.docid!r} is duplicated; docids must be unique")
+            seen.add(c.docid)
+        return self
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class RankedDoc(BaseModel):
+    docid: str
+    rank: int = Field(ge=1)
+    score: float
+    first_stage_rank: int = Field(ge=1)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llm_calls: int = 0
+
+    def add(self, prompt_tokens: int = 0, completion_tokens: int = 0, llm_calls: int = 0) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.llm_calls += llm_calls
+
+
+class RerankResult(BaseModel):
+    qid: str | None = None
+    ranking: list[RankedDoc]
+    strategy: str
+    model: str
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def docids(self) -> list[str]:
+        return [d.docid for d in self.ranking]
+
+
+# --------------------------------------------------------------------------- engine I/O
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Generation(BaseModel):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ContextAttention(BaseModel):
+    """Attention paid by each query suffix to every token of a shared context.
+
+    ``token_offsets[i]`` is the character span ``[start, end)`` of context token ``i``;
+    ``scores[k][i]`` is the attention from suffix ``k``'s tokens to context token ``i``,
+    summed over layers and heads and averaged over the suffix tokens.
+    """
+
+    token_offsets: list[tuple[int, int]]
+    scores: list[list[float]]
+    prompt_tokens: int
+
+
+# --------------------------------------------------------------------------- tokenizer protocol
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What prompts and strategies need of a model's tokenizer (implemented by engines)."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        """The model's chat template applied to ``messages``, as text."""
+        ...
+
+    def count_chat(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens of the rendered chat prompt (with the generation prompt)."""
+        ...
+
+
+class RerankInputError(ValueError):
+    """A request that a strategy cannot serve as given (the message names field and limit)."""

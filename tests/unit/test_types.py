@@ -1,0 +1,66 @@
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from rerankd.types import (
+    Candidate,
+    FirstConfig,
+    Query,
+    RerankRequest,
+    SlidingWindowConfig,
+    StrategyConfig,
+)
+
+
+def _msg(exc: pytest.ExceptionInfo[ValidationError]) -> str:
+    return str(exc.value)
+
+
+def test_stride_zero_message_names_field_and_rule() -> None:
+    with pytest.raises(ValidationError) as e:
+        SlidingWindowConfig(stride=0)
+    assert "stride must be between 1 and window_size (20), got 0" in _msg(e)
+
+
+def test_stride_above_window() -> None:
+    with pytest.raises(ValidationError) as e:
+        SlidingWindowConfig(window_size=10, stride=11)
+    assert "stride must be between 1 and window_size (10), got 11" in _msg(e)
+
+
+def test_window_below_two() -> None:
+    with pytest.raises(ValidationError) as e:
+        SlidingWindowConfig(window_size=1, stride=1)
+    assert "window_size must be at least 2, got 1" in _msg(e)
+
+
+def test_first_window_limited_to_alphabet() -> None:
+    with pytest.raises(ValidationError) as e:
+        FirstConfig(window_size=30, stride=10)
+    assert "window_size must be at most 26" in _msg(e)
+
+
+def test_discriminated_union_and_unknown_fields() -> None:
+    ta: TypeAdapter[StrategyConfig] = TypeAdapter(StrategyConfig)
+    cfg = ta.validate_python({"name": "icr", "calibration": "na"})
+    assert cfg.name == "icr"
+    with pytest.raises(ValidationError) as e:
+        ta.validate_python({"name": "icr", "window_size": 20})
+    assert "window_size" in str(e.value)
+    with pytest.raises(ValidationError):
+        ta.validate_python({"name": "nope"})
+
+
+def test_request_rejects_duplicate_docids_and_empty_lists() -> None:
+    q = Query(text="q")
+    with pytest.raises(ValidationError) as e:
+        RerankRequest(query=q, candidates=[Candidate(docid="a", text="x"), Candidate(docid="a", text="y")])
+    assert "candidates[1].docid 'a' is duplicated" in str(e.value)
+    with pytest.raises(ValidationError) as e2:
+        RerankRequest(query=q, candidates=[])
+    assert "candidates" in str(e2.value)
+
+
+def test_defaults_are_not_shared() -> None:
+    a = RerankRequest(query=Query(text="q"), candidates=[Candidate(docid="a", text="x")])
+    b = RerankRequest(query=Query(text="q"), candidates=[Candidate(docid="a", text="x")])
+    assert a.strategy is not b.strategy
