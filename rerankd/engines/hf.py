@@ -41,6 +41,9 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>")
+"""End-of-turn/end-of-text special tokens that stop generation when the tokenizer has them."""
+
 # --------------------------------------------------------------------------- tokenizer
 
 
@@ -146,6 +149,8 @@ class MicroBatcher:
         """Queue one job per payload and wait for all their results (same order)."""
         if self._closed:
             raise RuntimeError("the engine is closed")
+        if not payloads:
+            return []
         futures = []
         for payload in payloads:
             fut: asyncio.Future[Any] = self.loop.create_future()
@@ -155,6 +160,10 @@ class MicroBatcher:
         return list(await asyncio.gather(*futures))
 
     def _take(self) -> tuple[Hashable, list[_Job]]:
+        while self._pending and self._pending[0].future.done():  # cancelled by their callers
+            self._pending.popleft()
+        if not self._pending:
+            return None, []
         key = self._pending[0].key
         batch: list[_Job] = []
         rest: deque[_Job] = deque()
@@ -275,6 +284,7 @@ class HFEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-hf")
         self._batchers: dict[asyncio.AbstractEventLoop, MicroBatcher] = {}
         self._closed = False
+        self._head32: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # ----------------------------------------------------------------- construction
 
@@ -296,7 +306,7 @@ class HFEngine:
         path = resolve_model(model)
         config = AutoConfig.from_pretrained(path)
         native = getattr(config, "max_position_embeddings", None)
-        spec = REGISTRY.get(model)
+        spec = REGISTRY.get(model) or REGISTRY.get(model.lower())
         default_ctx = spec.context_size if spec is not None else native
         if context_size is None:
             if default_ctx is None:
@@ -325,7 +335,9 @@ class HFEngine:
 
     @staticmethod
     def _stop_ids(hf_model: Any, tokenizer: Any) -> set[int]:
-        ids: set[int] = set()
+        """The model's eos ids, the tokenizer's eos and any known end-of-turn special token."""
+        added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+        ids: set[int] = {int(added[t]) for t in _END_TOKENS if t in added}
         gen = getattr(hf_model, "generation_config", None)
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         if isinstance(eos, int):
@@ -394,16 +406,32 @@ class HFEngine:
             results.append(Generation(text=text, prompt_tokens=len(prompt), completion_tokens=count))
         return results
 
+    def _lm_head_fp32(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output layer in float32, cached: bf16 logits tie often enough to scramble
+        FIRST's identifier order (seen on Qwen2.5), so the last projection runs in fp32."""
+        if self._head32 is None:
+            head = self.hf_model.get_output_embeddings()
+            bias = getattr(head, "bias", None)
+            self._head32 = (head.weight.detach().float(), None if bias is None else bias.detach().float())
+        return self._head32
+
     def _logprobs_batch(self, payloads: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         ids, mask = self._left_pad([p for p, _ in payloads])
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        try:
-            out = self.hf_model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
-            )
-        except TypeError:  # architectures without logits_to_keep
+        if getattr(self.hf_model.config, "final_logit_softcapping", None):
+            # Models that transform logits after the projection: use their own head.
             out = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-        logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            logits = out.logits[:, -1, :].float()
+        else:
+            base = self.hf_model.base_model
+            hidden = base(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+            ).last_hidden_state[:, -1, :]
+            weight, bias = self._lm_head_fp32()
+            logits = hidden.float() @ weight.T
+            if bias is not None:
+                logits = logits + bias
+        logp = torch.log_softmax(logits, dim=-1)
         return [logp[i, torch.tensor(t, dtype=torch.long)].tolist() for i, (_, t) in enumerate(payloads)]
 
     # ----------------------------------------------------------------- Engine protocol
@@ -416,9 +444,7 @@ class HFEngine:
             return str(out)
         return self.tokenizer.render_chat(messages, add_generation_prompt=True)
 
-    async def generate(
-        self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int
-    ) -> list[Generation]:
+    async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy completions of chat prompts (one per prompt, same order).
 
         A prompt whose last message is from the assistant is continued rather than answered.

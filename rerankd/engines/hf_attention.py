@@ -18,6 +18,7 @@ handled by grouping query heads over their shared key head instead of repeating 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class _RowRecorder:
 
     n_context: int
     total: torch.Tensor  # float32 [n_context], summed over layers and heads
+    layers: int = 0
 
 
 _RECORDER: ContextVar[_RowRecorder | None] = ContextVar("rerankd_row_recorder", default=None)
@@ -80,9 +82,9 @@ def _query_rows_attention(
     if attention_mask is None:
         # No mask means plain causality; the queries are the last q_len positions.
         allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril_(k_len - q_len)
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        scores.masked_fill_(~allowed, float("-inf"))
     elif attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask[..., -k_len:], float("-inf"))
+        scores.masked_fill_(~attention_mask[..., -k_len:], float("-inf"))
     else:
         scores = scores + attention_mask[..., -k_len:].float()
     probs = torch.softmax(scores, dim=-1)
@@ -93,6 +95,7 @@ def _query_rows_attention(
     if offset < 0:
         raise ValueError(f"{k_len} keys for {q_len} queries after {recorder.n_context} context tokens")
     recorder.total[offset:] += row[: recorder.n_context - offset]
+    recorder.layers += 1
 
     out = torch.matmul(probs.view(batch, n_kv_heads, groups * q_len, k_len).to(value.dtype), value)
     out = out.view(batch, n_heads, q_len, value.shape[-1]).transpose(1, 2).contiguous()
@@ -101,6 +104,10 @@ def _query_rows_attention(
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, _query_rows_attention)
 AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+
+# The attention implementation is switched on the (shared) model config for the duration
+# of a call, so calls are serialised.
+_SWITCH_LOCK = threading.Lock()
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -132,25 +139,50 @@ def context_query_attention(
     decoder = _decoder(model)
     config = model.config
     device = next(model.parameters()).device
+    with _SWITCH_LOCK:
+        previous = config._attn_implementation
+        config._attn_implementation = ATTN_IMPLEMENTATION
+        try:
+            return _encode_and_score(decoder, device, context_ids, suffix_ids, chunk_size)
+        finally:
+            config._attn_implementation = previous
+
+
+def _encode_and_score(
+    decoder: torch.nn.Module,
+    device: torch.device,
+    context_ids: list[int],
+    suffix_ids: Sequence[list[int]],
+    chunk_size: int,
+) -> list[torch.Tensor]:
+    """Chunked prefill of the context, then one recorded pass per suffix on the cropped cache."""
     n_context = len(context_ids)
-    previous = config._attn_implementation
-    config._attn_implementation = ATTN_IMPLEMENTATION
-    try:
-        cache = DynamicCache()
-        ids = torch.tensor([context_ids], dtype=torch.long, device=device)
-        for start in range(0, n_context, chunk_size):
-            decoder(input_ids=ids[:, start : start + chunk_size], past_key_values=cache, use_cache=True)
-        results: list[torch.Tensor] = []
-        for suffix in suffix_ids:
-            recorder = _RowRecorder(n_context, torch.zeros(n_context, dtype=torch.float32, device=device))
-            token = _RECORDER.set(recorder)
-            try:
-                suffix_tensor = torch.tensor([suffix], dtype=torch.long, device=device)
-                decoder(input_ids=suffix_tensor, past_key_values=cache, use_cache=True)
-            finally:
-                _RECORDER.reset(token)
-                cache.crop(-len(suffix))
-            results.append(recorder.total.cpu())
-        return results
-    finally:
-        config._attn_implementation = previous
+    # A DynamicCache without config keeps every layer whole (sliding-window layers too; their
+    # window is applied by the mask), so crop() can always restore the context-only cache.
+    # Cropping is cheaper than deep-copying the cache per suffix: each suffix pass then
+    # copies the layer's keys/values once (torch.cat), where a deep copy would add another.
+    cache = DynamicCache()
+    ids = torch.tensor([context_ids], dtype=torch.long, device=device)
+    for start in range(0, n_context, chunk_size):
+        decoder(input_ids=ids[:, start : start + chunk_size], past_key_values=cache, use_cache=True)
+    results: list[torch.Tensor] = []
+    for suffix in suffix_ids:
+        recorder = _RowRecorder(n_context, torch.zeros(n_context, dtype=torch.float32, device=device))
+        token = _RECORDER.set(recorder)
+        try:
+            decoder(
+                input_ids=torch.tensor([suffix], dtype=torch.long, device=device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        finally:
+            _RECORDER.reset(token)
+            cache.crop(-len(suffix))
+        if recorder.layers == 0:
+            raise RuntimeError(
+                f"{type(decoder).__name__} does not dispatch attention through transformers' "
+                "AttentionInterface, so its attention rows cannot be recorded"
+            )
+        logger.debug("suffix of %d tokens: attention recorded over %d layers", len(suffix), recorder.layers)
+        results.append(recorder.total.cpu())
+    return results

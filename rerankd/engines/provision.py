@@ -9,7 +9,9 @@ A lock file serialises concurrent pulls of the same model; a second pull returns
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import gc
 import hashlib
 import json
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,7 +211,9 @@ def _assemble_gguf(spec: ModelSpec, workdir: Path, progress: bool) -> Path:
     return gguf
 
 
-def convert_gguf(gguf: Path, out_dir: Path, dtype: torch.dtype | None = None) -> None:
+def convert_gguf(
+    gguf: Path, out_dir: Path, dtype: torch.dtype | None = None, *, progress: bool = True
+) -> None:
     """Convert a GGUF checkpoint into a plain safetensors Hugging Face folder (bf16 by default).
 
     The GGUF is dequantized by transformers; since a GGUF-loaded model is not a normal
@@ -217,6 +221,39 @@ def convert_gguf(gguf: Path, out_dir: Path, dtype: torch.dtype | None = None) ->
     ``quantization_config``) before saving.  The tokenizer and its chat template come
     from the GGUF metadata.
     """
+    with contextlib.ExitStack() as stack:
+        if not progress:
+            stack.enter_context(_quiet_transformers())
+        _convert(gguf, out_dir, dtype)
+    for path in out_dir.iterdir():  # some writers create files readable by the owner only
+        path.chmod(0o644)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' progress bars, including the GGUF one (a plain tqdm)."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils: Any
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - layout of another transformers version
+        gguf_utils = None
+    saved = getattr(gguf_utils, "tqdm", None)
+    if gguf_utils is not None and saved is not None:
+        gguf_utils.tqdm = functools.partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if gguf_utils is not None and saved is not None:
+            gguf_utils.tqdm = saved
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+
+
+def _convert(gguf: Path, out_dir: Path, dtype: torch.dtype | None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -310,7 +347,7 @@ def pull(
             gguf = _assemble_gguf(spec, staging, progress)
             out = staging / "model"
             logger.info("converting %s to a bf16 safetensors folder (done once)", gguf.name)
-            convert_gguf(gguf, out)
+            convert_gguf(gguf, out, progress=progress)
             gguf.unlink()
             _write_marker(out, spec)
             if target.exists():

@@ -31,6 +31,13 @@ def _qwen2() -> Any:
     return Qwen2ForCausalLM(Qwen2Config(**SHAPE))
 
 
+def _qwen2_sliding() -> Any:
+    # Layer 1 attends to a 24-token window only: the window must come from the mask.
+    config = Qwen2Config(**SHAPE, use_sliding_window=True, sliding_window=24, max_window_layers=1)
+    assert config.layer_types == ["full_attention", "sliding_attention"]
+    return Qwen2ForCausalLM(config)
+
+
 def _model(factory: Callable[[], Any]) -> Any:
     torch.manual_seed(0)
     model = factory().to(torch.float32).eval()
@@ -52,7 +59,7 @@ def _reference(model: Any, context: list[int], suffix: list[int]) -> torch.Tenso
     return rows.sum(dim=(0, 1)).mean(dim=0)[:n]
 
 
-@pytest.mark.parametrize("factory", [_llama, _qwen2], ids=["llama", "qwen2"])
+@pytest.mark.parametrize("factory", [_llama, _qwen2, _qwen2_sliding], ids=["llama", "qwen2", "qwen2_sliding"])
 @pytest.mark.parametrize("chunk_size", [2048, 16], ids=["one_chunk", "chunked"])
 def test_matches_eager_full_prompt(factory: Callable[[], Any], chunk_size: int) -> None:
     model = _model(factory)
@@ -87,3 +94,19 @@ def test_rejects_empty_inputs() -> None:
         context_query_attention(model, [], [[1]])
     with pytest.raises(ValueError):
         context_query_attention(model, [1, 2], [[]])
+
+
+def test_refuses_models_that_bypass_the_attention_interface() -> None:
+    class Opaque(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = LlamaConfig(**SHAPE)
+            self.proj = torch.nn.Linear(2, 2)
+
+        def forward(self, **kwargs: Any) -> None:
+            return None
+
+    model = Opaque()
+    with pytest.raises(RuntimeError, match="AttentionInterface"):
+        context_query_attention(model, [1, 2, 3], [[4]])
+    assert model.config._attn_implementation != "rerankd_query_rows"

@@ -1,0 +1,3 @@
+from rerankd.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""``/metrics``: Prometheus text built from the counters the API and workers keep in Redis.
+
+Workers are separate processes (often on other machines), so nothing is kept in process
+memory: every process adds to Redis hashes (:class:`rerankd.jobs.MetricsWriter`) and any API
+replica exports the same global totals at scrape time, plus live gauges (queue depth,
+workers).  Scrape one API replica (or aggregate with ``max``), not all of them summed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from rerankd.jobs import HISTOGRAMS, JobStore
+
+_HELP = {
+    "jobs_submitted_total": "Jobs accepted by the API, by kind (rerank, job, batch), model and strategy.",
+    "jobs_finished_total": "Jobs that reached a final status, by status, model and strategy.",
+    "jobs_rejected_total": "Requests refused before a job was created, by reason.",
+    "jobs_redelivered_total": "Jobs claimed again after a worker was lost.",
+    "llm_calls_total": "LLM calls made by finished jobs.",
+    "prompt_tokens_total": "Prompt tokens of finished jobs.",
+    "completion_tokens_total": "Completion tokens of finished jobs.",
+    "parse_repairs_total": "Warnings (repaired LLM outputs, truncations) of finished jobs.",
+    "job_queue_wait_seconds": "Time from job creation to the start of its (last) attempt.",
+    "job_run_seconds": "Run time of a job's attempt on a worker.",
+    "job_documents": "Documents per job.",
+}
+PREFIX = "rerankd_"
+
+
+class _Static:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return self.metrics
+
+
+def _families(
+    counters: dict[str, dict[str, float]],
+    histograms: dict[str, dict[str, float]],
+    depths: dict[str, int],
+    workers: list[dict[str, str]],
+) -> list[Metric]:
+    out: list[Metric] = []
+    for name, rows in sorted(counters.items()):
+        parsed = [(json.loads(lab), v) for lab, v in rows.items()]
+        keys = sorted({k for lab, _ in parsed for k in lab})
+        fam = CounterMetricFamily(PREFIX + name.removesuffix("_total"), _HELP.get(name, name), labels=keys)
+        for lab, v in parsed:
+            fam.add_metric([lab.get(k, "") for k in keys], v)
+        out.append(fam)
+    for name, rows in sorted(histograms.items()):
+        bounds = HISTOGRAMS.get(name)
+        if bounds is None:
+            continue
+        series: dict[str, dict[str, float]] = {}
+        for fld, v in rows.items():
+            lab, _, part = fld.rpartition("|")
+            series.setdefault(lab, {})[part] = v
+        parsed_labels = {lab: json.loads(lab) for lab in series}
+        keys = sorted({k for lab in parsed_labels.values() for k in lab})
+        hfam = HistogramMetricFamily(PREFIX + name, _HELP.get(name, name), labels=keys)
+        for lab, parts in series.items():
+            cum = 0.0
+            buckets: list[tuple[str, float]] = []
+            for i, b in enumerate(bounds):
+                cum += parts.get(f"b{i}", 0.0)
+                buckets.append((repr(float(b)), cum))
+            cum += parts.get(f"b{len(bounds)}", 0.0)
+            buckets.append(("+Inf", cum))
+            hfam.add_metric(
+                [parsed_labels[lab].get(k, "") for k in keys], buckets, sum_value=parts.get("sum", 0.0)
+            )
+        out.append(hfam)
+    depth = GaugeMetricFamily(
+        PREFIX + "queue_depth", "Messages waiting in a model's queue.", labels=["queue"]
+    )
+    for q, d in sorted(depths.items()):
+        depth.add_metric([q], d)
+    out.append(depth)
+    live = GaugeMetricFamily(PREFIX + "workers", "Live workers by model.", labels=["model"])
+    running = GaugeMetricFamily(PREFIX + "jobs_running", "Jobs running on live workers.", labels=["model"])
+    by_model: dict[str, list[dict[str, str]]] = {}
+    for w in workers:
+        by_model.setdefault(w.get("model", ""), []).append(w)
+    for model, ws in sorted(by_model.items()):
+        live.add_metric([model], len(ws))
+        running.add_metric([model], sum(int(w.get("running", "0") or 0) for w in ws))
+    out += [live, running]
+    return out
+
+
+async def render(store: JobStore, queues: Iterable[str]) -> bytes:
+    """The Prometheus exposition text of the global metrics."""
+    counters, histograms = await store.read_metrics()
+    workers = await store.live_workers()
+    names = set(queues) | {w["queue"] for w in workers if "queue" in w}
+    depths: dict[str, Any] = {}
+    for q in sorted(names):
+        depths[q] = await store.queue_depth(q)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(_families(counters, histograms, depths, workers)))
+    return generate_latest(registry)

@@ -1,0 +1,83 @@
+"""The worker's Celery app: ``celery -A rerankd.worker.app worker``.
+
+Settings come from the environment (:func:`rerankd.config.get_settings`).  The engine is
+loaded once per worker process when the worker starts: in the main process for the
+``threads`` (default) and ``solo`` pools, which do not fork, and in each child for
+``prefork`` (never in the parent before the fork).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_init, worker_process_init, worker_shutdown
+
+from rerankd.config import get_settings
+from rerankd.worker import TASK_NAME
+from rerankd.worker.celery_app import make_celery
+from rerankd.worker.host import get_host, start_host, stop_host
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = make_celery(settings)
+
+
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def run_job(self: Task, job_id: str) -> None:
+    """Run job ``job_id`` (its request is in the job record) on this process's engine."""
+    retry_in = get_host().run_job(job_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in, max_retries=None)
+
+
+def _pool_forks(sender: Any) -> bool:
+    from celery import concurrency
+
+    pool = getattr(sender, "pool_cls", None)
+    if isinstance(pool, str):
+        pool = concurrency.get_implementation(pool)
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    return isinstance(pool, type) and issubclass(pool, PreforkPool)
+
+
+def _start() -> None:
+    logging.getLogger("rerankd").setLevel(settings.log_level.upper())
+    try:
+        start_host(settings)
+    except BaseException as e:
+        log.critical("cannot start the engine host: %s", e, exc_info=True)
+        raise SystemExit(
+            f"rerankd worker: cannot load engine {settings.engine!r} / {settings.model!r}: {e}"
+        ) from e
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    if _pool_forks(sender):
+        log.warning("prefork pool: one engine per child process; use --pool threads to share one engine")
+        return
+    _start()
+
+
+@worker_process_init.connect
+def _on_worker_process_init(**_: Any) -> None:
+    from rerankd.worker import host
+
+    if host._HOST is None:
+        _start()
+
+
+@worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    stop_host()

@@ -1,0 +1,49 @@
+"""Build the Celery app from :class:`rerankd.config.Settings` (no side effects, no tasks)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from rerankd.config import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app on the Redis broker, with the reliability settings of the job API.
+
+    No result backend: the job record in Redis is the truth (:mod:`rerankd.jobs`).
+    """
+    app = Celery("rerankd", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        task_create_missing_queues=True,
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=settings.redis_timeout_s,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": settings.redis_timeout_s,
+            "socket_connect_timeout": settings.redis_timeout_s,
+        },
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    )
+    return app

@@ -1,0 +1,372 @@
+"""The engine host: one engine per worker process, on an asyncio event loop thread of its own.
+
+Celery's pool threads call :meth:`EngineHost.run_job`, which submits the job's coroutine to
+the loop with ``asyncio.run_coroutine_threadsafe`` and blocks until it is done; so the N
+jobs a worker runs at once are N coroutines on one loop against one engine, and the engine
+batches their calls.  The loop also runs a lease/heartbeat task (renews the leases of
+running jobs, stops jobs whose cancel flag is set or whose lease was lost, writes the
+worker's heartbeat for ``/healthz``) and a listener of the cancel channel.
+
+The engine is whatever ``load_engine(settings.engine, settings.model, **settings.engine_options)``
+gives, or, when ``settings.engine`` is a dotted ``module:Class``, ``Class.load(model, **options)``
+(``Class(model, **options)`` if it has no ``load``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from rerankd.config import Settings
+from rerankd.engines.base import CapabilityError, Engine
+from rerankd.jobs import ClaimResult, JobStore, MetricsWriter
+from rerankd.strategies import rerank
+from rerankd.types import RerankInputError, RerankResult
+
+__all__ = ["EngineHost", "build_engine", "get_host", "start_host", "stop_host"]
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> Engine:
+    """Load the engine named by the settings (see the module docstring)."""
+    options: dict[str, Any] = dict(settings.engine_options)
+    if ":" in settings.engine:
+        module, _, attr = settings.engine.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(
+                f"RERANKD_ENGINE={settings.engine!r}: cannot import {attr} from {module}: {e}"
+            ) from e
+        loader = getattr(cls, "load", None)
+        engine = loader(settings.model, **options) if callable(loader) else cls(settings.model, **options)
+        return cast(Engine, engine)
+    from rerankd.engines.factory import load_engine
+
+    return load_engine(settings.engine, settings.model, **options)
+
+
+@dataclass
+class _Running:
+    attempt: int
+    task: asyncio.Task[RerankResult] | None = None
+    reason: str | None = None  # "cancelled" | "lost"
+
+
+class EngineHost:
+    """Owns the engine, its event loop thread and the worker's Redis connections."""
+
+    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="rerankd-engine-loop", daemon=True)
+        self.engine: Engine | None = None
+        self._store: JobStore | None = None
+        self._running: dict[str, _Running] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._started_at = time.time()
+        self.jobs_done = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        """Start the loop thread and load the engine on it (blocks until loaded; raises on failure)."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._astart(), self.loop).result()
+
+    async def _astart(self) -> None:
+        s = self.settings
+        t0 = time.perf_counter()
+        # Built on the loop thread: engines that bind to the running loop (vLLM's AsyncLLM) work.
+        self.engine = build_engine(s)
+        log.info(
+            "worker %s: engine %s model %s loaded in %.1fs; serving queue %s",
+            self.worker_id,
+            s.engine,
+            s.model,
+            time.perf_counter() - t0,
+            s.queue,
+        )
+        self._store = JobStore.from_url(s.broker_url, s.key_prefix, timeout_s=s.redis_timeout_s)
+        self._spawn(self._lease_loop(), "lease-loop")
+        self._spawn(self._cancel_listener(), "cancel-listener")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop background tasks, close the engine and the loop (jobs should be done)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._astop(), self.loop).result(timeout)
+        except Exception:
+            log.exception("worker %s: error while stopping", self.worker_id)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+    async def _astop(self) -> None:
+        for task in list(self._background):
+            if task.get_name() in ("lease-loop", "cancel-listener"):
+                task.cancel()
+        pending = [t for t in self._background if not t.done()]
+        if pending:  # callbacks still being delivered get a short grace period
+            await asyncio.wait(pending, timeout=5.0)
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.remove_worker(self.worker_id)
+            await self._store.aclose()
+        if self.engine is not None:
+            await self.engine.aclose()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = self.loop.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("engine host not started")
+        return self._store
+
+    # ------------------------------------------------------------------ jobs
+
+    def run_job(self, job_id: str) -> float | None:
+        """Run a job to its end (from a pool thread).  Returns a delay after which the message
+        should be retried (the job runs under another live worker's lease), else ``None``."""
+        return asyncio.run_coroutine_threadsafe(self.arun_job(job_id), self.loop).result()
+
+    async def arun_job(self, job_id: str) -> float | None:
+        s = self.settings
+        claim = await self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts)
+        if claim.outcome == "busy":
+            log.info("job %s runs under another worker's lease; retrying in %.1fs", job_id, claim.retry_in)
+            return max(0.2, claim.retry_in + 0.1)
+        if claim.outcome != "claimed":
+            if claim.outcome in ("expired", "exhausted", "cancelled"):
+                status = "failed" if claim.outcome == "exhausted" else claim.outcome
+                log.warning("job %s: %s when delivered", job_id, claim.outcome)
+                m = self.store.metrics()
+                m.inc("jobs_finished_total", {"status": status, "model": s.model, "strategy": "unknown"})
+                await self.store.flush_metrics(m)
+            else:
+                log.info("job %s: %s; message dropped", job_id, claim.outcome)
+            return None
+        await self._execute(job_id, claim)
+        return None
+
+    async def _execute(self, job_id: str, claim: ClaimResult) -> None:
+        s = self.settings
+        assert claim.request is not None and self.engine is not None
+        entry = _Running(attempt=claim.attempt)
+        self._running[job_id] = entry
+        inner = asyncio.ensure_future(rerank(claim.request, self.engine))
+        entry.task = inner
+        result: RerankResult | None = None
+        error: str | None = None
+        code: Any = None
+        try:
+            done, _ = await asyncio.wait({inner}, timeout=claim.deadline_s)
+            if not done:
+                inner.cancel()
+                with contextlib.suppress(BaseException):
+                    await inner
+                status, error, code = (
+                    "failed",
+                    f"deadline exceeded after {claim.deadline_s:g}s",
+                    "deadline_exceeded",
+                )
+            elif inner.cancelled():
+                if entry.reason == "lost":
+                    log.warning("job %s: lease lost (another worker took over); result discarded", job_id)
+                    return
+                status, error, code = "cancelled", "cancelled on request", "cancelled"
+            elif (exc := inner.exception()) is not None:
+                if isinstance(exc, RerankInputError | CapabilityError | ValidationError | ValueError):
+                    status, error, code = "failed", str(exc), "invalid_request"
+                else:
+                    log.error("job %s failed", job_id, exc_info=exc)
+                    status, error, code = "failed", f"{type(exc).__name__}: {exc}", "engine_error"
+            else:
+                status, result = "succeeded", inner.result()
+        except asyncio.CancelledError:
+            inner.cancel()
+            raise
+        finally:
+            self._running.pop(job_id, None)
+        m = self.store.metrics()
+        times = await self.store.finish(
+            job_id,
+            self.worker_id,
+            claim.attempt,
+            status,  # type: ignore[arg-type]
+            ttl_s=s.job_ttl_s,
+            result=result,
+            error=error,
+            error_code=code,
+        )
+        if times is None:
+            log.warning(
+                "job %s: attempt %d no longer holds the job; outcome %s discarded",
+                job_id,
+                claim.attempt,
+                status,
+            )
+            return
+        self.jobs_done += 1
+        self._record_metrics(m, claim, status, result, times)
+        await self.store.flush_metrics(m)
+        if claim.callback_url and s.webhook_secret:
+            self._spawn(self._callback(job_id, status, claim.callback_url), f"callback-{job_id}")
+
+    def _record_metrics(
+        self,
+        m: MetricsWriter,
+        claim: ClaimResult,
+        status: str,
+        result: RerankResult | None,
+        times: tuple[float, float, float],
+    ) -> None:
+        created, started, finished = times
+        labels = {"model": claim.model, "strategy": claim.strategy}
+        m.inc("jobs_finished_total", {**labels, "status": status})
+        m.observe("job_queue_wait_seconds", {"model": claim.model}, max(0.0, started - created))
+        m.observe("job_run_seconds", labels, max(0.0, finished - started))
+        if claim.request is not None:
+            m.observe("job_documents", {"strategy": claim.strategy}, len(claim.request.candidates))
+        if claim.attempt > 1:
+            m.inc("jobs_redelivered_total", {"model": claim.model})
+        if result is not None:
+            m.inc("llm_calls_total", labels, result.usage.llm_calls)
+            m.inc("prompt_tokens_total", labels, result.usage.prompt_tokens)
+            m.inc("completion_tokens_total", labels, result.usage.completion_tokens)
+            m.inc("parse_repairs_total", labels, len(result.warnings))
+
+    async def _callback(self, job_id: str, status: str, url: str) -> None:
+        from rerankd.worker.webhooks import deliver
+
+        s = self.settings
+        try:
+            record = await self.store.get(job_id)
+            if record is None or s.webhook_secret is None:
+                return
+            outcome = await deliver(
+                url,
+                f"job.{status}",
+                record.public(),
+                secret=s.webhook_secret,
+                msg_id=f"msg_{job_id}",
+                max_attempts=s.webhook_max_attempts,
+                backoff_s=s.webhook_backoff_s,
+                timeout_s=s.webhook_timeout_s,
+            )
+            await self.store.set_field(job_id, "callback_status", outcome)
+        except Exception:
+            log.exception("job %s: callback to %s failed", job_id, url)
+
+    # ------------------------------------------------------------------ background tasks
+
+    def _stop_local(self, job_id: str, reason: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None and entry.task is not None and not entry.task.done():
+            entry.reason = reason
+            entry.task.cancel()
+
+    async def _lease_loop(self) -> None:
+        s = self.settings
+        interval = min(s.lease_s / 3.0, 2.0)
+        info = {
+            "model": s.model,
+            "engine": s.engine,
+            "queue": s.queue,
+            "concurrency": str(s.worker_concurrency),
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "started_at": f"{self._started_at:.3f}",
+        }
+        while True:
+            try:
+                jobs = [(j, e.attempt) for j, e in self._running.items()]
+                states = await self.store.renew(jobs, self.worker_id, s.lease_s)
+                for (job_id, _), state in zip(jobs, states, strict=True):
+                    if state == -1:
+                        self._stop_local(job_id, "lost")
+                    elif state == 1:
+                        self._stop_local(job_id, "cancelled")
+                await self.store.heartbeat(
+                    self.worker_id,
+                    {
+                        **info,
+                        "running": str(len(self._running)),
+                        "done": str(self.jobs_done),
+                        "seen": f"{time.time():.3f}",
+                    },
+                    ttl_s=interval * 3 + 1,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("worker %s: lease/heartbeat round failed: %s", self.worker_id, e)
+            await asyncio.sleep(interval)
+
+    async def _cancel_listener(self) -> None:
+        while True:
+            try:
+                pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+                async with pubsub:
+                    await pubsub.subscribe(self.store.cancel_channel)
+                    while True:
+                        msg = await pubsub.get_message(timeout=1.0)
+                        if msg and msg.get("type") == "message":
+                            job_id = msg["data"].decode()
+                            if job_id in self._running:
+                                log.info("job %s: cancel requested", job_id)
+                                self._stop_local(job_id, "cancelled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("worker %s: cancel listener: %s; reconnecting", self.worker_id, e)
+                await asyncio.sleep(1.0)
+
+
+_HOST: EngineHost | None = None
+_LOCK = threading.Lock()
+
+
+def start_host(settings: Settings) -> EngineHost:
+    """Start this process's engine host (idempotent)."""
+    global _HOST
+    with _LOCK:
+        if _HOST is None:
+            host = EngineHost(settings)
+            host.start()
+            _HOST = host
+        return _HOST
+
+
+def get_host() -> EngineHost:
+    if _HOST is None:
+        raise RuntimeError("no engine host in this process: the worker did not start one")
+    return _HOST
+
+
+def stop_host() -> None:
+    global _HOST
+    with _LOCK:
+        if _HOST is not None:
+            _HOST.stop()
+            _HOST = None
