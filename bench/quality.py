@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
     # name: (candidates file under --data, qrels, top-k, query limit, rel level for MAP/R)
     "noveleval": ("noveleval-2306/candidates.jsonl", "noveleval-2306/qrels.txt", 20, None, 1),
-    "dl19": ("trec-dl-2019-passage-bm25top100/candidates.jsonl", "trec-dl-2019-passage-bm25top100/qrels.txt", 20, None, 2),
+    "dl19": (
+        "trec-dl-2019-passage-bm25top100/candidates.jsonl",
+        "trec-dl-2019-passage-bm25top100/qrels.txt",
+        20,
+        None,
+        2,
+    ),
     "dl19-top100": (
         "trec-dl-2019-passage-bm25top100/candidates.jsonl",
         "trec-dl-2019-passage-bm25top100/qrels.txt",
@@ -148,7 +154,10 @@ def main() -> None:
 
     rows = []
     print(f"model={args.model} data={args.data} limit={args.limit}", flush=True)
-    header = f"{'strategy':<15} {'dataset':<12} {'q':>3} {'first-stage':>11} {'nDCG@10':>8} {'delta':>7} {'s/query':>8} {'calls/q':>7} {'peakRSS':>8} {'warn':>5}"
+    header = (
+        f"{'strategy':<15} {'dataset':<12} {'q':>3} {'first-stage':>11} {'nDCG@10':>8} {'delta':>7} "
+        f"{'s/query':>8} {'calls/q':>7} {'peakRSS':>8} {'warn':>5}"
+    )
     for row in args.rows.split(","):
         cmd = [sys.executable, __file__, "--_row", row, "--data", str(args.data), "--model", args.model]
         if args.limit:

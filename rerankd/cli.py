@@ -71,18 +71,12 @@ def _requests(items: list[QueryItem], cfg: StrategyConfig, top_k: int | None) ->
 def rerank(
     input: Annotated[Path, typer.Argument(help="Query file: JSONL (ours or rank_llm) or a TREC run.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the reranked run.")],
-    strategy: Annotated[
-        str, typer.Option(help="sliding_window | full_ranking | first | icr")
-    ] = "sliding_window",
+    strategy: Annotated[str, typer.Option(help="sliding_window | full_ranking | first | icr")] = "sliding_window",
     param: Annotated[
         list[str] | None,
-        typer.Option(
-            "--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."
-        ),
+        typer.Option("--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."),
     ] = None,
-    model: Annotated[
-        str, typer.Option(help="Registry name, local folder or HF id.")
-    ] = "smollm2-135m-instruct",
+    model: Annotated[str, typer.Option(help="Registry name, local folder or HF id.")] = "smollm2-135m-instruct",
     engine: Annotated[str, typer.Option(help="Engine kind: hf")] = "hf",
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
@@ -210,15 +204,13 @@ def export_cmd(
     topics: Annotated[Path | None, typer.Option(help="TREC input: qid<TAB>query file.")] = None,
     collection: Annotated[Path | None, typer.Option(help="TREC input: docid<TAB>text file.")] = None,
     pos_top: Annotated[int, typer.Option(min=1, help="Teacher ranks 1..K are positives.")] = 1,
-    neg_from: Annotated[int | None, typer.Option(min=2, help="First negative rank (default: pos-top + 1).")] = (
-        None
-    ),
+    neg_from: Annotated[int | None, typer.Option(min=2, help="First negative rank (def. pos-top+1).")] = None,
     neg_to: Annotated[int | None, typer.Option(min=2, help="Last negative rank (default: the end).")] = None,
     neg_count: Annotated[int | None, typer.Option(min=1, help="At most N negatives, hardest first.")] = None,
     depth: Annotated[int | None, typer.Option(min=1, help="listwise: keep the top N only.")] = None,
     normalize: Annotated[str, typer.Option(help="Teacher scores: none | zscore (per query).")] = "none",
     scale: Annotated[float, typer.Option(help="Multiply teacher scores (after normalize).")] = 1.0,
-    title: Annotated[bool, typer.Option("--title/--no-title", help="Prefix passages with their title.")] = True,
+    title: Annotated[bool, typer.Option("--title/--no-title", help="Prefix passages with a title.")] = True,
     prompt: Annotated[str | None, typer.Option(help="flag: per-line query instruction ('prompt').")] = None,
 ) -> None:
     """Export teacher rankings and scores for distillation (schemas: docs/exports.md)."""
@@ -340,9 +332,7 @@ def submit(
         list[str] | None, typer.Option("--param", "-p", help="Strategy setting key=value (repeatable).")
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write results here (default stdout).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write results here (default stdout).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs in flight at once.")] = 16,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each job.")] = 3600.0,
 ) -> None:

@@ -8,7 +8,7 @@ api -> worker) is one of these models.  No mutable defaults: lists default via
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Protocol, Union, runtime_checkable
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -37,9 +37,7 @@ def _check_windows(window_size: int, stride: int) -> None:
     if window_size < 2:
         raise ValueError(f"window_size must be at least 2, got {window_size}")
     if not 1 <= stride <= window_size:
-        raise ValueError(
-            f"stride must be between 1 and window_size ({window_size}), got {stride}"
-        )
+        raise ValueError(f"stride must be between 1 and window_size ({window_size}), got {stride}")
 
 
 class SlidingWindowConfig(BaseModel):
@@ -83,9 +81,7 @@ class FirstConfig(BaseModel):
     def _validate(self) -> FirstConfig:
         _check_windows(self.window_size, self.stride)
         if self.window_size > 26:
-            raise ValueError(
-                f"window_size must be at most 26 for alphabetic identifiers, got {self.window_size}"
-            )
+            raise ValueError(f"window_size must be at most 26 for alphabetic identifiers, got {self.window_size}")
         return self
 
 
@@ -101,7 +97,7 @@ class ICRConfig(BaseModel):
 
 
 StrategyConfig = Annotated[
-    Union[SlidingWindowConfig, FullRankingConfig, FirstConfig, ICRConfig],
+    SlidingWindowConfig | FullRankingConfig | FirstConfig | ICRConfig,
     Field(discriminator="name"),
 ]
 

@@ -157,6 +157,11 @@ def _prefer_wait(header: str | None) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def _safe_url(url: str) -> str:
+    """``url`` without its password."""
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
 def _validation_message(errors: Iterable[Any]) -> str:
     parts = []
     for err in errors:
@@ -580,7 +585,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         except redis.exceptions.RedisError as e:
             return JSONResponse(
-                {"status": "unavailable", "redis": f"unreachable: {type(e).__name__}: {e}", "workers": []},
+                {
+                    "status": "unavailable",
+                    "redis": f"unreachable: {type(e).__name__}: {e}",
+                    "message": f"cannot reach Redis at {_safe_url(settings.broker_url)}",
+                    "workers": [],
+                },
                 status_code=503,
                 headers={"Retry-After": str(settings.retry_after_s)},
             )

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     GENERATE = "generate"
     LOGPROBS = "logprobs"
     ATTENTION = "attention"

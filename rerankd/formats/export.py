@@ -121,9 +121,7 @@ class _QueryTexts:
     docs: dict[str, Candidate]
 
 
-def load_texts(
-    input: Path, *, topics: Path | None = None, collection: Path | None = None
-) -> dict[str, _QueryTexts]:
+def load_texts(input: Path, *, topics: Path | None = None, collection: Path | None = None) -> dict[str, _QueryTexts]:
     """Query text and candidate passages of every qid of a rerank input file."""
     out: dict[str, _QueryTexts] = {}
     item: QueryItem

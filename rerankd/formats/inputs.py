@@ -133,28 +133,28 @@ def read_trec(run: Path, topics: Path, collection: Path) -> Iterator[QueryItem]:
                 continue
             parts = line.split()
             if len(parts) != 6:
-                raise InputFormatError(run, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
-            qid, _, docid, rank, score, _ = parts
+                raise InputFormatError(
+                    run, lineno, f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}"
+                )
+            qid, _, docid, rank_s, score_s, _ = parts
             try:
-                ranked.setdefault(qid, []).append((int(rank), docid, float(score)))
+                ranked.setdefault(qid, []).append((int(rank_s), docid, float(score_s)))
             except ValueError as e:
                 raise InputFormatError(run, lineno, f"rank must be an integer and score a number: {e}") from e
     for qid, rows in ranked.items():
         if qid not in queries:
             raise InputFormatError(topics, None, f"no query text for qid {qid!r} of the run")
         cands = []
-        for _, docid, score in sorted(rows, key=lambda r: (r[0], -r[2])):
+        for _, docid, bm25 in sorted(rows, key=lambda r: (r[0], -r[2])):
             if docid not in docs:
                 raise InputFormatError(collection, None, f"no text for docid {docid!r} (qid {qid})")
             fields = docs[docid]
             title, text = (fields[0], fields[1]) if len(fields) >= 2 else (None, fields[0])
-            cands.append(Candidate(docid=docid, text=text, title=title or None, score=score))
+            cands.append(Candidate(docid=docid, text=text, title=title or None, score=bm25))
         yield QueryItem(Query(qid=qid, text=queries[qid][0]), cands)
 
 
-def read_queries(
-    path: Path, *, topics: Path | None = None, collection: Path | None = None
-) -> Iterator[QueryItem]:
+def read_queries(path: Path, *, topics: Path | None = None, collection: Path | None = None) -> Iterator[QueryItem]:
     """Read any supported input: JSONL (ours or rank_llm), or a TREC run when
     ``topics`` and ``collection`` are given."""
     if not path.exists():

@@ -23,9 +23,7 @@ def get_strategy(name: str) -> StrategyFn:
     elif name == "icr":
         from rerankd.strategies import icr as mod  # type: ignore[no-redef]
     else:
-        raise ValueError(
-            f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr"
-        )
+        raise ValueError(f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr")
     return mod.rerank
 
 

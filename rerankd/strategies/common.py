@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from rerankd.types import RankedDoc, RerankRequest, RerankResult, Usage
@@ -64,7 +65,7 @@ def build_result(
                 first_stage_rank=idx + 1,
             )
         )
-    for a, b in zip(ranking, ranking[1:]):
+    for a, b in itertools.pairwise(ranking):
         if b.score > a.score:
             raise AssertionError(f"scores not monotone with rank: {a} before {b}")
     if request.top_n is not None:

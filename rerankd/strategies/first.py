@@ -72,9 +72,7 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     for k, (start, end) in enumerate(spans):
         window = order[start:end]
         passages = [Passage(text=cands[i].text, title=cands[i].title) for i in window]
-        fitted = fit_prompt(
-            template, request.query.text, passages, engine.tokenizer, engine.context_size, 1
-        )
+        fitted = fit_prompt(template, request.query.text, passages, engine.tokenizer, engine.context_size, 1)
         if fitted.truncated:
             warnings.append(f"window {start + 1}-{end}: passages cut to fit the context")
         prompt = engine.tokenizer.render_chat(fitted.messages, add_generation_prompt=True) + "["

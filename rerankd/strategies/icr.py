@@ -85,9 +85,7 @@ def score_passages(
         if att is None:
             continue
         if att.size != len(attention.token_offsets):
-            raise ValueError(
-                f"engine returned {att.size} scores for {len(attention.token_offsets)} context tokens"
-            )
+            raise ValueError(f"engine returned {att.size} scores for {len(attention.token_offsets)} context tokens")
         if not np.isfinite(att).all():
             raise ValueError("engine returned non-finite attention scores")
     scores: list[float] = []
@@ -181,9 +179,7 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
         usage.add(prompt_tokens=attention.prompt_tokens, llm_calls=1 + len(suffixes))
         scores, empty = score_passages(attention, prompt.doc_char_spans, cfg.calibration)
         for j in empty:
-            warnings.append(
-                f"candidate {request.candidates[indices[j]].docid!r} has no context token; scored 0"
-            )
+            warnings.append(f"candidate {request.candidates[indices[j]].docid!r} has no context token; scored 0")
         chunk_scores.append(scores)
         chunk_tokens.append(len(attention.token_offsets))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_rerank_three_noveleval_queries(
         assert sorted(d for _, d, _ in rows) == sorted(expected[qid]), qid
         assert [r for r, _, _ in rows] == list(range(1, top_k + 1))
         scores = [s for _, _, s in rows]
-        assert all(a >= b for a, b in zip(scores, scores[1:]))
+        assert all(a >= b for a, b in itertools.pairwise(scores))
 
     ev = rerankd("eval", str(out), "--qrels", str(NOVELEVAL / "qrels.txt"))
     assert ev.returncode == 0, ev.stderr

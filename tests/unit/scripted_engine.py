@@ -74,7 +74,11 @@ class ScriptedEngine:
             else:
                 ranked = sorted(passages_in(text), key=lambda p: -p[1])
                 answer = " > ".join(f"[{ident}]" for ident, _ in ranked)
-            out.append(Generation(text=answer, prompt_tokens=self.tokenizer.count_chat(msgs), completion_tokens=len(answer.split())))
+            out.append(
+                Generation(
+                    text=answer, prompt_tokens=self.tokenizer.count_chat(msgs), completion_tokens=len(answer.split())
+                )
+            )
         return out
 
     async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:

@@ -65,7 +65,7 @@ def test_toml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_unknown_model_names_the_known_ones() -> None:
     s = Settings(aliases={"a1": {"model": "x"}})  # type: ignore[arg-type]
-    with pytest.raises(KeyError, match="unknown model 'nope'; known: .*a1.*rerankd"):
+    with pytest.raises(KeyError, match=r"unknown model 'nope'; known: .*a1.*rerankd"):
         s.resolve_model("nope")
 
 

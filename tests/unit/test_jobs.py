@@ -13,7 +13,6 @@ from rerankd.api.metrics import render
 from rerankd.jobs import JobStore, body_hash, new_id
 from rerankd.types import Candidate, Query, RankedDoc, RerankRequest, RerankResult
 
-
 pytestmark = pytest.mark.anyio
 
 
@@ -61,7 +60,9 @@ def _request(n: int = 3) -> RerankRequest:
 
 def _result() -> RerankResult:
     return RerankResult(
-        ranking=[RankedDoc(docid="d0", rank=1, score=1.0, first_stage_rank=1)], strategy="sliding_window", model="m"
+        ranking=[RankedDoc(docid="d0", rank=1, score=1.0, first_stage_rank=1)],
+        strategy="sliding_window",
+        model="m",
     )
 
 

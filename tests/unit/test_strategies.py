@@ -1,4 +1,5 @@
 import asyncio
+import itertools
 
 import pytest
 
@@ -32,7 +33,7 @@ def assert_permutation_with_monotone_scores(req: RerankRequest, res) -> None:  #
     assert sorted(res.docids) == sorted(c.docid for c in req.candidates)
     assert [d.rank for d in res.ranking] == list(range(1, len(req.candidates) + 1))
     scores = [d.score for d in res.ranking]
-    assert all(a >= b for a, b in zip(scores, scores[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(scores))
 
 
 @pytest.mark.parametrize(("n", "calls"), [(100, 9), (7, 1), (25, 2)])
@@ -82,7 +83,7 @@ def test_full_ranking_one_call_and_limit() -> None:
     res = run(rerank(req, eng))
     assert eng.generate_calls == 1
     assert res.docids[:5] == ["d39", "d38", "d37", "d36", "d35"]
-    with pytest.raises(RerankInputError, match="full_ranking.max_candidates is 10, got 40"):
+    with pytest.raises(RerankInputError, match=r"full_ranking\.max_candidates is 10, got 40"):
         run(rerank(make_request(40, FullRankingConfig(max_candidates=10)), ScriptedEngine()))
 
 

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from rerankd.strategies.common import rank_score, window_spans
@@ -29,4 +31,4 @@ def test_back_to_front_and_cover_everything() -> None:
 def test_rank_score_monotone() -> None:
     scores = [rank_score(r, 10) for r in range(1, 11)]
     assert scores[0] == 1.0
-    assert all(a > b for a, b in zip(scores, scores[1:]))
+    assert all(a > b for a, b in itertools.pairwise(scores))

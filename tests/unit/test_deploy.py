@@ -1,0 +1,142 @@
+"""Deployment files: parse them and check images, commands, ports and the settings they use."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rerankd.config import Settings, env_names, queue_name
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = DEPLOY.parent
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((DEPLOY / "compose.yaml").read_text()))
+
+
+def _k8s() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(f.read_text()) if d]
+    return docs
+
+
+def _module_of(command: list[str]) -> str:
+    assert command[0].startswith("python") and command[1] == "-m", command
+    return command[2]
+
+
+def _dep_name(req: str) -> str:
+    return re.split(r"[\[<>=!~ ]", req, maxsplit=1)[0].lower()
+
+
+def test_every_rerankd_setting_used_is_read_by_the_config() -> None:
+    known = env_names()
+    used: set[str] = set()
+    for f in DEPLOY.rglob("*"):
+        if f.is_file():
+            used |= set(re.findall(r"RERANKD_[A-Z0-9_]+", f.read_text()))
+    assert used, "deploy files use no settings?"
+    assert used <= known, f"unknown settings: {sorted(used - known)}"
+
+
+def test_compose_services() -> None:
+    services = _compose()["services"]
+    assert {"redis", "api", "flower", "prometheus"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1] == "yes"
+
+    api = services["api"]
+    assert api["build"]["target"] == "api" and api["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert _module_of(api["command"]) == "rerankd.api" and "8080:8080" in api["ports"]
+    assert api["command"][api["command"].index("--port") + 1] == "8080"
+    assert api["environment"]["RERANKD_REDIS_URL"] == "redis://redis:6379/0"
+    assert "RERANKD_API_KEYS" in api["environment"]
+
+    workers = {n: s for n, s in services.items() if n.startswith("worker")}
+    assert len(workers) >= 2
+    devices = []
+    for svc in workers.values():
+        assert svc["build"]["target"] == "worker" and _module_of(svc["command"]) == "rerankd.worker"
+        assert svc["environment"]["RERANKD_ENGINE"] == "vllm"
+        (reservation,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert reservation["capabilities"] == ["gpu"] and len(reservation["device_ids"]) == 1
+        devices += reservation["device_ids"]
+    assert len(set(devices)) == len(devices), "one worker per GPU"
+
+    flower = services["flower"]
+    assert "flower" in flower["command"] and "--broker=redis://redis:6379/0" in flower["command"]
+    prom = services["prometheus"]
+    assert any(v.startswith("./prometheus.yml:") for v in prom["volumes"])
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["api:8080"]
+
+
+def test_dockerfile_stages() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", text, flags=re.M | re.I))
+    by_name = {v: k for k, v in stages.items()}
+    assert set(by_name) == {"api", "worker"}
+    assert by_name["worker"].startswith("vllm/vllm-openai:")
+    assert by_name["api"].startswith("python:3.11")
+    worker = text.split("AS worker", 1)[1]
+    api = text.split("AS api", 1)[1].split("AS worker", 1)[0]
+    assert 'pip install ".[vllm]"' in worker and '"rerankd.worker"' in worker
+    assert '"rerankd.api"' in api and "EXPOSE 8080" in api and "torch" not in api.split("RUN", 1)[1]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "vllm" in project["optional-dependencies"]
+    core = {_dep_name(d) for d in project["dependencies"]}
+    api_deps = {_dep_name(d) for d in re.findall(r'"([A-Za-z][^"]*[<>=][^"]*)"', api)}
+    assert api_deps and api_deps <= core, f"API image installs packages not in pyproject: {api_deps - core}"
+    for f in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
+        for src in f.split():
+            assert (ROOT / src).exists(), src
+
+
+@pytest.mark.parametrize("module", ["rerankd.api", "rerankd.worker"])
+def test_commands_exist(module: str) -> None:
+    assert importlib.util.find_spec(f"{module}.__main__") is not None
+
+
+def test_kubernetes_manifests() -> None:
+    docs = _k8s()
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "rerankd-api") in kinds and ("Service", "rerankd-api") in kinds
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    prefix = config.get("RERANKD_KEY_PREFIX", Settings.model_fields["key_prefix"].default)
+
+    api = deployments["rerankd-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["image"].startswith("rerankd-api") and _module_of(api["command"]) == "rerankd.api"
+    port = api["ports"][0]["containerPort"]
+    assert api["command"][api["command"].index("--port") + 1] == str(port)
+    assert services["rerankd-api"]["spec"]["ports"][0]["targetPort"] == port
+
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaled
+    for so in scaled:
+        target = deployments[so["spec"]["scaleTargetRef"]["name"]]
+        container = target["spec"]["template"]["spec"]["containers"][0]
+        assert (
+            container["image"].startswith("rerankd-worker")
+            and _module_of(container["command"]) == "rerankd.worker"
+        )
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        env = {e["name"]: e["value"] for e in container["env"]}
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == queue_name(prefix, env["RERANKD_MODEL"])
+        assert config["RERANKD_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
+    for d in docs:
+        for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for e in c.get("env", []):
+                assert e["name"] in env_names() or not e["name"].startswith("RERANKD_")

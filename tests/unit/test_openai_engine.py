@@ -1,0 +1,439 @@
+"""The openai engine against a scripted local OpenAI-compatible HTTP server (stdlib, a thread).
+
+``ScriptedServer`` is also used by ``test_retry.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rerankd.engines.base import Capability, CapabilityError, Engine, require
+from rerankd.engines.factory import load_engine
+from rerankd.engines.hf import HFTokenizer
+from rerankd.engines.openai import TOPK_FLOOR_GAP, OpenAIEngine, OpenAISettings
+from rerankd.prompts.tiktoken_tokenizer import TiktokenTokenizer
+from rerankd.types import ChatMessage, FirstConfig, RerankRequest
+
+# --------------------------------------------------------------------------- the scripted server
+
+
+@dataclass
+class Reply:
+    """One scripted answer: status, JSON (or text) body, headers, and a delay before it."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def chat_reply(text: str = "[2] > [1]", prompt_tokens: int = 11, completion_tokens: int = 5) -> Reply:
+    return Reply(
+        body={
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+
+
+def completion_reply(top: dict[str, float]) -> Reply:
+    best = max(top, key=lambda k: top[k])
+    return Reply(
+        body={
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "text": best,
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": [best],
+                        "token_logprobs": [top[best]],
+                        "top_logprobs": [top],
+                        "text_offset": [0],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+    )
+
+
+def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(
+        status=status,
+        body={"error": {"message": message, "type": "invalid_request_error", "code": status}},
+        headers=headers or {},
+    )
+
+
+class ScriptedServer:
+    """A local OpenAI-compatible server whose answers are scripted per path.
+
+    ``script(path, *replies)`` queues answers; the last one repeats.  ``requests`` records
+    ``(path, json body, monotonic time)`` of every request.
+    """
+
+    def __init__(self, max_model_len: int | None = 2048) -> None:
+        self.requests: list[tuple[str, Any, float]] = []
+        self._scripts: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+        models: dict[str, Any] = {"id": "m", "object": "model", "owned_by": "test"}
+        if max_model_len is not None:
+            models["max_model_len"] = max_model_len
+        self.script("/v1/models", Reply(body={"object": "list", "data": [models]}))
+        self.script("/v1/chat/completions", chat_reply())
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                reply = server._next(self.path, body)
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                payload = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+                data = payload.encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+            do_GET = _answer
+            do_POST = _answer
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        with self._lock:
+            self._scripts[path] = list(replies)
+
+    def _next(self, path: str, body: Any) -> Reply:
+        with self._lock:
+            self.requests.append((path, body, time.monotonic()))
+            queue = self._scripts.get(path.split("?")[0])
+            if not queue:
+                return error_reply(404, f"no route {path}")
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def calls(self, path: str) -> list[Any]:
+        with self._lock:
+            return [b for p, b, _ in self.requests if p == path]
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    srv = ScriptedServer()
+    yield srv
+    srv.close()
+
+
+def user(text: str) -> list[ChatMessage]:
+    return [ChatMessage(role="user", content=text)]
+
+
+def fast_engine(server: ScriptedServer, **settings: Any) -> OpenAIEngine:
+    base: dict[str, Any] = {
+        "base_url": server.base_url,
+        "api_key": "test-key",
+        "tokenizer": "tiktoken:cl100k_base",
+        "initial_backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+    }
+    base.update(settings)
+    return OpenAIEngine.load("m", **base)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANKD_OPENAI_BASE_URL", "http://example.invalid/v1")
+    monkeypatch.setenv("RERANKD_OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("RERANKD_OPENAI_MAX_ATTEMPTS", "9")
+    monkeypatch.setenv("RERANKD_OPENAI_DEADLINE_S", "12.5")
+    monkeypatch.setenv("RERANKD_OPENAI_SUPPORTS_COMPLETIONS_LOGPROBS", "false")
+    s = OpenAISettings.from_env(max_attempts=2)
+    assert s.base_url == "http://example.invalid/v1" and s.api_key == "sk-env"
+    assert s.max_attempts == 2  # explicit beats env
+    assert s.deadline_s == 12.5 and s.supports_completions_logprobs is False
+    policy = s.retry_policy()
+    assert policy.max_attempts == 2 and policy.deadline_s == 12.5
+
+    monkeypatch.setenv("RERANKD_OPENAI_MAX_ATTEMPTS", "many")
+    with pytest.raises(ValueError, match="RERANKD_OPENAI_MAX_ATTEMPTS='many' is not a valid int"):
+        OpenAISettings.from_env()
+    with pytest.raises(TypeError, match="unknown openai engine setting"):
+        OpenAISettings.from_env(max_attempt=3)
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
+        OpenAISettings.from_env(max_attempts=0)
+
+
+def test_api_key_falls_back_to_openai_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RERANKD_OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert OpenAISettings.from_env().api_key == "sk-openai"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert OpenAISettings.from_env().api_key == "EMPTY"
+
+
+def test_model_from_env(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANKD_OPENAI_MODEL", "m")
+    eng = OpenAIEngine.load(None, base_url=server.base_url, tokenizer="tiktoken:cl100k_base")
+    assert eng.model == "m"
+    monkeypatch.delenv("RERANKD_OPENAI_MODEL")
+    with pytest.raises(ValueError, match="needs a model name"):
+        OpenAIEngine.load(None, base_url=server.base_url)
+
+
+def test_tokenizer_choice_is_an_explicit_setting(server: ScriptedServer, tiny_model_dir: Path) -> None:
+    # a local folder as the model name: its own HF tokenizer by default
+    eng = OpenAIEngine.load(str(tiny_model_dir), base_url=server.base_url)
+    assert isinstance(eng.tokenizer, HFTokenizer)
+    # any other name: o200k_base by default, whatever the name looks like
+    for name in ("gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct", "m"):
+        eng = OpenAIEngine.load(name, base_url=server.base_url)
+        assert isinstance(eng.tokenizer, TiktokenTokenizer) and eng.tokenizer.encoding_name == "o200k_base"
+    # explicit settings win
+    eng = OpenAIEngine.load("gpt-4o-mini", base_url=server.base_url, tokenizer="tiktoken:cl100k_base")
+    assert isinstance(eng.tokenizer, TiktokenTokenizer) and eng.tokenizer.encoding_name == "cl100k_base"
+    eng = OpenAIEngine.load("m", base_url=server.base_url, tokenizer=str(tiny_model_dir))
+    assert isinstance(eng.tokenizer, HFTokenizer)
+
+
+def test_context_size_from_server_settings_or_default(tiny_model_dir: Path) -> None:
+    srv = ScriptedServer(max_model_len=3072)
+    try:
+        assert fast_engine(srv).context_size == 3072  # vLLM's /models max_model_len
+        assert fast_engine(srv, context_size=1000).context_size == 1000
+    finally:
+        srv.close()
+    srv = ScriptedServer(max_model_len=None)
+    try:
+        # no figure from the server: the HF model config, else the tiktoken default
+        eng = OpenAIEngine.load("m", base_url=srv.base_url, tokenizer=str(tiny_model_dir))
+        assert eng.context_size == 2048
+        assert fast_engine(srv).context_size == 128_000
+    finally:
+        srv.close()
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_generate_sends_greedy_chat_requests(server: ScriptedServer) -> None:
+    eng = fast_engine(server, context_size=200)
+    assert isinstance(eng, Engine) and eng.name == "openai"
+    assert eng.capabilities == {Capability.GENERATE, Capability.LOGPROBS}
+    prompts = [
+        [ChatMessage(role="system", content="Be brief."), *user("rank [1] and [2]")],
+        user("word " * 150),  # leaves less room than max_tokens
+    ]
+    gens = asyncio.run(eng.generate(prompts, max_tokens=64))
+    assert [g.text for g in gens] == ["[2] > [1]", "[2] > [1]"]
+    assert gens[0].prompt_tokens == 11 and gens[0].completion_tokens == 5  # the server's usage
+    bodies = server.calls("/v1/chat/completions")
+    assert len(bodies) == 2
+    by_len = sorted(bodies, key=lambda b: len(b["messages"]))
+    assert by_len[1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "rank [1] and [2]"},
+    ]
+    assert all(b["temperature"] == 0 and b["model"] == "m" for b in bodies)
+    long_prompt = by_len[0]
+    room = 200 - eng.tokenizer.count_chat(prompts[1])
+    assert long_prompt["max_tokens"] == min(64, room) < 64
+    assert by_len[1]["max_tokens"] == 64
+
+
+def test_generate_max_completion_tokens_and_limits(server: ScriptedServer) -> None:
+    eng = fast_engine(server, max_tokens_field="max_completion_tokens", context_size=50)
+    asyncio.run(eng.generate([user("hi")], max_tokens=7))
+    body = server.calls("/v1/chat/completions")[-1]
+    assert body["max_completion_tokens"] == 7 and "max_tokens" not in body
+    with pytest.raises(ValueError, match="context size"):
+        asyncio.run(eng.generate([user("word " * 100)], 4))
+    with pytest.raises(ValueError, match="prefilled assistant"):
+        asyncio.run(eng.generate([[*user("q"), ChatMessage(role="assistant", content="[")]], 4))
+    with pytest.raises(ValueError, match="max_tokens"):
+        asyncio.run(eng.generate([user("q")], 0))
+
+
+def test_generate_without_usage_counts_itself(server: ScriptedServer) -> None:
+    reply = chat_reply("[1] > [2]")
+    del reply.body["usage"]
+    server.script("/v1/chat/completions", reply)
+    eng = fast_engine(server)
+    [gen] = asyncio.run(eng.generate([user("q")], 8))
+    assert gen.prompt_tokens == eng.tokenizer.count_chat(user("q"))
+    assert gen.completion_tokens == len(eng.tokenizer.encode("[1] > [2]"))
+
+
+def test_engine_works_across_event_loops_and_closes(server: ScriptedServer) -> None:
+    eng = fast_engine(server)
+    for _ in range(2):  # a fresh SDK client per event loop
+        assert asyncio.run(eng.generate([user("q")], 4))[0].text == "[2] > [1]"
+
+    async def close_then_use() -> None:
+        await eng.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await eng.generate([user("q")], 4)
+
+    asyncio.run(close_then_use())
+
+
+def test_concurrent_requests_are_in_flight_together(server: ScriptedServer) -> None:
+    slow = chat_reply()
+    slow.delay_s = 0.3
+    server.script("/v1/chat/completions", slow)
+    eng = fast_engine(server, max_concurrent_requests=4)
+
+    async def run() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(eng.generate([user(f"q{i}")], 4) for i in range(8)))
+        return time.perf_counter() - t0
+
+    elapsed = asyncio.run(run())
+    assert len(server.calls("/v1/chat/completions")) == 8
+    # 8 requests of 0.3 s with 4 in flight: about 0.6 s, far from the 2.4 s of one at a time
+    assert elapsed < 1.8
+
+
+# --------------------------------------------------------------------------- logprobs (FIRST)
+
+
+def test_next_token_logprobs_from_completions(server: ScriptedServer, tiny_model_dir: Path) -> None:
+    eng = fast_engine(server, tokenizer=str(tiny_model_dir), top_logprobs=5)
+    tok = eng.tokenizer
+    ids = [tok.encode(c)[0] for c in "ABCD"]
+    top = {"B": -0.5, "A": -1.5, "x": -2.0, "C": -3.0, "y": -4.0}
+    server.script("/v1/completions", completion_reply(top))
+    prompt = tok.render_chat(user("Which letter?")) + "["
+    [row] = asyncio.run(eng.next_token_logprobs([prompt], ids))
+    assert row[:3] == [-1.5, -0.5, -3.0]
+    assert row[3] == -4.0 - TOPK_FLOOR_GAP  # "D" is not in the top 5: below every returned value
+    [body] = server.calls("/v1/completions")
+    assert body["prompt"] == tok.encode(prompt)  # token ids: exactly the counted prompt
+    assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["logprobs"] == 5
+
+
+def test_logprobs_text_prompt_with_tiktoken(server: ScriptedServer) -> None:
+    eng = fast_engine(server)
+    server.script("/v1/completions", completion_reply({"A": -0.1, "B": -2.0}))
+    ids = [eng.tokenizer.encode(c)[0] for c in "AB"]
+    assert asyncio.run(eng.next_token_logprobs(["prompt ["], ids)) == [[-0.1, -2.0]]
+    assert server.calls("/v1/completions")[0]["prompt"] == "prompt ["
+
+
+def test_missing_completions_endpoint_turns_logprobs_off(server: ScriptedServer) -> None:
+    eng = fast_engine(server)  # /v1/completions is not scripted: 404
+    ids = [eng.tokenizer.encode("A")[0]]
+    with pytest.raises(CapabilityError, match="HTTP 404") as info:
+        asyncio.run(eng.next_token_logprobs(["p"], ids))
+    assert "no route /v1/completions" in str(info.value)  # the server's own message
+    assert Capability.LOGPROBS not in eng.capabilities
+    n = len(server.requests)
+    with pytest.raises(CapabilityError):
+        asyncio.run(eng.next_token_logprobs(["p"], ids))
+    assert len(server.requests) == n  # not asked again
+
+
+def test_server_ignoring_logprobs_is_a_capability_error(server: ScriptedServer) -> None:
+    reply = completion_reply({"A": -0.1})
+    reply.body["choices"][0]["logprobs"] = None
+    server.script("/v1/completions", reply)
+    eng = fast_engine(server)
+    with pytest.raises(CapabilityError, match="returned no logprobs"):
+        asyncio.run(eng.next_token_logprobs(["p"], [eng.tokenizer.encode("A")[0]]))
+
+
+def test_declared_without_logprobs_fails_first_clearly(server: ScriptedServer) -> None:
+    eng = fast_engine(server, supports_completions_logprobs=False)
+    assert eng.capabilities == {Capability.GENERATE}
+    with pytest.raises(CapabilityError, match="'logprobs' capability"):
+        require(eng, Capability.LOGPROBS, "first")
+    with pytest.raises(CapabilityError, match="supports_completions_logprobs=False"):
+        asyncio.run(eng.next_token_logprobs(["p"], [1]))
+    from rerankd.strategies import rerank
+    from rerankd.types import Candidate, Query
+
+    req = RerankRequest(
+        query=Query(text="q"),
+        candidates=[Candidate(docid=str(i), text=f"passage {i}") for i in range(3)],
+        strategy=FirstConfig(),
+    )
+    with pytest.raises(CapabilityError, match="first"):
+        asyncio.run(rerank(req, eng))
+    assert server.calls("/v1/completions") == []
+
+
+def test_no_attention(server: ScriptedServer) -> None:
+    eng = fast_engine(server)
+    with pytest.raises(CapabilityError, match="hf"):
+        asyncio.run(eng.query_attention("context", ["q"]))
+
+
+def test_factory_builds_the_openai_engine(server: ScriptedServer) -> None:
+    eng = load_engine("openai", "m", base_url=server.base_url, tokenizer="tiktoken:cl100k_base")
+    assert isinstance(eng, OpenAIEngine) and eng.context_size == 2048
+    with pytest.raises(ValueError, match="unknown engine kind"):
+        load_engine("llamacpp", "m")
+
+
+def test_sliding_window_through_the_openai_engine(server: ScriptedServer) -> None:
+    from rerankd.strategies import rerank_many
+    from rerankd.types import Candidate, Query
+
+    server.script("/v1/chat/completions", chat_reply("[3] > [1] > [2]"))
+    eng = fast_engine(server)
+    reqs = [
+        RerankRequest(
+            query=Query(qid=f"q{k}", text="which passage?"),
+            candidates=[Candidate(docid=f"d{i}", text=f"passage {i}") for i in range(3)],
+        )
+        for k in range(4)
+    ]
+    results = asyncio.run(rerank_many(reqs, eng, concurrency=4))
+    assert [r.docids for r in results] == [["d2", "d0", "d1"]] * 4
+    assert all(r.usage.llm_calls == 1 for r in results)
