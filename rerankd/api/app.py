@@ -1,5 +1,7 @@
 """The FastAPI application: ``create_app(settings)``.
 
+A job is created and queued in one Lua script (record + broker message, atomically).
+
 Endpoints: ``POST /v1/rerank`` and ``/v2/rerank`` (Cohere's shape, synchronous: enqueue,
 wait, answer), ``POST /v1/jobs`` + ``GET /v1/jobs/{id}`` + ``POST /v1/jobs/{id}/cancel``
 (asynchronous jobs, ``Idempotency-Key``, signed callbacks), ``POST /v1/batches`` (JSONL of
@@ -11,7 +13,6 @@ Redis or broker trouble answers 503 with Retry-After, never 500.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -20,7 +21,6 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import kombu.exceptions
 import redis.exceptions
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +37,7 @@ from rerankd.config import Settings, get_settings
 from rerankd.jobs import TERMINAL, JobRecord, JobStore, body_hash, new_id
 from rerankd.types import RerankRequest, StrategyConfig
 from rerankd.worker import TASK_NAME
-from rerankd.worker.celery_app import make_celery
+from rerankd.worker.celery_app import make_celery, task_message
 
 __all__ = ["BatchLine", "JobCreate", "create_app"]
 
@@ -86,9 +86,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = JobStore.from_url(
-            settings.broker_url, settings.key_prefix, timeout_s=settings.redis_timeout_s
-        )
+        self.store = JobStore.from_url(settings.broker_url, settings.key_prefix, timeout_s=settings.redis_timeout_s)
         self.waiter = JobWaiter(self.store)
         self.celery = make_celery(settings)
         self.auth = Authenticator(settings.api_key_map())
@@ -105,23 +103,9 @@ class Service:
             raise ApiError(404, str(e.args[0])) from None
         return model, strategy, self.settings.queue_for(model)
 
-    def _send(self, items: list[tuple[str, str]]) -> None:
-        with self.celery.producer_or_acquire() as producer:
-            for job_id, queue in items:
-                self.celery.send_task(TASK_NAME, args=[job_id], queue=queue, producer=producer)
-
-    async def publish(self, items: list[tuple[str, str]]) -> None:
-        """Hand ``(job_id, queue)`` pairs to the broker; on failure the jobs are marked failed."""
-        try:
-            await asyncio.to_thread(self._send, items)
-        except Exception as e:
-            log.error("cannot publish %d job(s): %s", len(items), e)
-            for job_id, _ in items:
-                try:
-                    await self.store.fail_unqueued(job_id, f"could not be queued: {e}")
-                except redis.exceptions.RedisError:
-                    break
-            raise self.unavailable(f"broker unavailable: cannot queue the job: {e}") from None
+    def message(self, job_id: str, queue: str) -> str:
+        """The broker message that runs ``job_id`` (pushed by the create script)."""
+        return task_message(self.celery, TASK_NAME, job_id, queue)
 
     async def metric(self, name: str, labels: dict[str, str]) -> None:
         m = self.store.metrics()
@@ -130,9 +114,7 @@ class Service:
 
     def check_our_request(self, req: RerankRequest, where: str = "") -> None:
         try:
-            check_request(
-                self.settings, req.query.text, [c.text for c in req.candidates], field=f"{where}candidates"
-            )
+            check_request(self.settings, req.query.text, [c.text for c in req.candidates], field=f"{where}candidates")
         except LimitError as e:
             if where:
                 e.message = where + e.message
@@ -216,14 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
-    @app.exception_handler(kombu.exceptions.OperationalError)
-    async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"message": f"broker unavailable: {exc}"},
-            status_code=503,
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-
     # ------------------------------------------------------------------ sync rerank
 
     async def run_sync(owner: str, model: str, queue: str, req: RerankRequest, timeout: float) -> JobRecord:
@@ -240,18 +214,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         fut = svc.waiter.register(job_id)
         try:
+            m = svc.store.metrics()
+            m.inc("jobs_submitted_total", {"kind": "rerank", "model": model, "strategy": req.strategy.name})
             created = await svc.store.create(
-                job_id, fields, ttl_s=settings.job_ttl_s, max_depth=settings.max_queue_depth
+                job_id,
+                fields,
+                ttl_s=settings.job_ttl_s,
+                max_depth=settings.max_queue_depth,
+                metrics=m,
+                message=svc.message(job_id, queue),
             )
             if created.outcome == "full":
                 await svc.metric("jobs_rejected_total", {"reason": "queue_full", "model": model})
                 raise svc.unavailable(
                     f"queue {queue} is full (RERANKD_MAX_QUEUE_DEPTH={settings.max_queue_depth}); retry later"
                 )
-            await svc.metric(
-                "jobs_submitted_total", {"kind": "rerank", "model": model, "strategy": req.strategy.name}
-            )
-            await svc.publish([(job_id, queue)])
         except BaseException:
             svc.waiter.unregister(job_id, fut)
             raise
@@ -262,21 +239,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "jobs_finished_total",
                     {"status": "expired", "model": model, "strategy": req.strategy.name},
                 )
-                raise svc.unavailable(
-                    f"no worker took the job within {timeout:g}s (queue {queue}); retry later"
-                )
+                raise svc.unavailable(f"no worker took the job within {timeout:g}s (queue {queue}); retry later")
             raise svc.unavailable(
-                f"the job did not finish within {timeout:g}s; it goes on as job {job_id} "
-                f"(GET /v1/jobs/{job_id})"
+                f"the job did not finish within {timeout:g}s; it goes on as job {job_id} (GET /v1/jobs/{job_id})"
             )
         if record.status != "succeeded":
             code = record.error_code or "engine_error"
             raise ApiError(_ERROR_STATUS.get(code, 500), f"job {job_id} {record.status}: {record.error}")
         return record
 
-    async def cohere_rerank(
-        request: Request, body: cohere.CohereRerankRequest, version: str
-    ) -> dict[str, Any]:
+    async def cohere_rerank(request: Request, body: cohere.CohereRerankRequest, version: str) -> dict[str, Any]:
         owner = svc.auth.owner(request)
         model, strategy, queue = svc.resolve(body.model)
         texts = cohere.texts_of(body)
@@ -293,14 +265,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return cohere.response(record.id, body, record.result, version)
 
     @app.post("/v1/rerank")
-    async def rerank_v1(request: Request, body: cohere.CohereRerankRequest) -> dict[str, Any]:
+    async def rerank_v1(request: Request, body: cohere.CohereRerankRequest) -> JSONResponse:
         """Cohere v1 rerank (synchronous)."""
-        return await cohere_rerank(request, body, "1")
+        return JSONResponse(await cohere_rerank(request, body, "1"))
 
     @app.post("/v2/rerank")
-    async def rerank_v2(request: Request, body: cohere.CohereRerankRequest) -> dict[str, Any]:
+    async def rerank_v2(request: Request, body: cohere.CohereRerankRequest) -> JSONResponse:
         """Cohere v2 rerank (synchronous)."""
-        return await cohere_rerank(request, body, "2")
+        return JSONResponse(await cohere_rerank(request, body, "2"))
 
     # ------------------------------------------------------------------ jobs
 
@@ -349,32 +321,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_attempts=settings.max_attempts,
             callback_url=body.callback_url,
         )
+        m = svc.store.metrics()
+        m.inc("jobs_submitted_total", {"kind": "job", "model": model, "strategy": req.strategy.name})
         created = await svc.store.create(
-            job_id, fields, ttl_s=settings.job_ttl_s, max_depth=settings.max_queue_depth, idempotency=idem
+            job_id,
+            fields,
+            ttl_s=settings.job_ttl_s,
+            max_depth=settings.max_queue_depth,
+            idempotency=idem,
+            metrics=m,
+            message=svc.message(job_id, queue),
         )
         if created.outcome == "conflict":
             raise ApiError(
                 422,
-                f"Idempotency-Key {idempotency_key!r} was already used with a different body "
-                f"(job {created.job_id})",
+                f"Idempotency-Key {idempotency_key!r} was already used with a different body (job {created.job_id})",
             )
         if created.outcome == "full":
             await svc.metric("jobs_rejected_total", {"reason": "queue_full", "model": model})
-            raise svc.unavailable(
-                f"queue {queue} is full (RERANKD_MAX_QUEUE_DEPTH={settings.max_queue_depth})"
-            )
+            raise svc.unavailable(f"queue {queue} is full (RERANKD_MAX_QUEUE_DEPTH={settings.max_queue_depth})")
         headers = {"Location": f"/v1/jobs/{created.job_id}"}
         if created.outcome == "existing":
             record = await svc.store.get(created.job_id)
             if record is None:
                 raise ApiError(404, f"job {created.job_id} of this Idempotency-Key has expired")
-            return JSONResponse(
-                record.public(), status_code=202, headers={**headers, "Idempotent-Replayed": "true"}
-            )
-        await svc.metric(
-            "jobs_submitted_total", {"kind": "job", "model": model, "strategy": req.strategy.name}
-        )
-        await svc.publish([(job_id, queue)])
+            return JSONResponse(record.public(), status_code=202, headers={**headers, "Idempotent-Replayed": "true"})
         record = await svc.store.get(job_id)
         assert record is not None
         return JSONResponse(record.public(), status_code=202, headers=headers)
@@ -420,22 +391,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         owner = svc.auth.owner(request)
         raw = await read_batch_body(request)
         lines = [
-            (n, line)
-            for n, line in enumerate(raw.decode("utf-8", errors="strict").splitlines(), 1)
-            if line.strip()
+            (n, line) for n, line in enumerate(raw.decode("utf-8", errors="strict").splitlines(), 1) if line.strip()
         ]
         if not lines:
             raise ApiError(422, "the batch file has no lines")
         if len(lines) > settings.max_batch_lines:
             raise LimitError(
                 413,
-                limit_message(
-                    "batch", len(lines), "lines", settings.max_batch_lines, "RERANKD_MAX_BATCH_LINES"
-                ),
+                limit_message("batch", len(lines), "lines", settings.max_batch_lines, "RERANKD_MAX_BATCH_LINES"),
             )
         batch_id = new_id("batch")
-        jobs: list[tuple[str, dict[str, str]]] = []
-        publish: list[tuple[str, str]] = []
+        jobs: list[tuple[str, dict[str, str], str | None]] = []
         seen: set[str] = set()
         submitted: dict[tuple[str, str], int] = {}
         for n, text in lines:
@@ -470,9 +436,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         batch_id=batch_id,
                         custom_id=line.custom_id,
                     ),
+                    svc.message(job_id, queue),
                 )
             )
-            publish.append((job_id, queue))
             key = (m, req.strategy.name)
             submitted[key] = submitted.get(key, 0) + 1
         created_at = time.time()
@@ -480,7 +446,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await svc.store.create_batch(
             batch_id,
             owner,
-            [j for j, _ in jobs],
+            [j for j, _, _ in jobs],
             {"created_at": f"{created_at:.6f}", "total": str(len(jobs))},
             ttl_s=settings.job_ttl_s,
         )
@@ -488,7 +454,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for (mod, strat), count in submitted.items():
             m_.inc("jobs_submitted_total", {"kind": "batch", "model": mod, "strategy": strat}, count)
         await svc.store.flush_metrics(m_)
-        await svc.publish(publish)
         out = await batch_status(batch_id, owner)
         return JSONResponse(out, status_code=202, headers={"Location": f"/v1/batches/{batch_id}"})
 
@@ -542,9 +507,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         out: list[dict[str, Any]] = []
         for job_id, record in zip(found[1], await svc.store.get_many(found[1]), strict=False):
             if record is None:
-                out.append(
-                    {"custom_id": None, "error": {"code": "expired", "message": f"job {job_id} has expired"}}
-                )
+                out.append({"custom_id": None, "error": {"code": "expired", "message": f"job {job_id} has expired"}})
             elif record.status == "succeeded" and record.result is not None:
                 out.append({"custom_id": record.custom_id, "response": record.result.model_dump(mode="json")})
             else:

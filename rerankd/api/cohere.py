@@ -52,9 +52,7 @@ def document_text(doc: str | dict[str, Any], index: int, rank_fields: list[str] 
         return "\n".join(f"{f}: {doc[f]}" for f in rank_fields)
     text = doc.get("text")
     if not isinstance(text, str):
-        raise ApiError(
-            422, f"documents[{index}]: an object document needs a 'text' string (or use rank_fields)"
-        )
+        raise ApiError(422, f"documents[{index}]: an object document needs a 'text' string (or use rank_fields)")
     return text
 
 
@@ -71,12 +69,8 @@ def truncate_words(text: str, max_words: int | None) -> str:
 
 def to_request(body: CohereRerankRequest, texts: list[str], strategy: StrategyConfig) -> RerankRequest:
     """Our request: candidate ``docid`` is the document's index."""
-    candidates = [
-        Candidate(docid=str(i), text=truncate_words(t, body.max_tokens_per_doc)) for i, t in enumerate(texts)
-    ]
-    return RerankRequest(
-        query=Query(text=body.query), candidates=candidates, strategy=strategy, top_n=body.top_n
-    )
+    candidates = [Candidate(docid=str(i), text=truncate_words(t, body.max_tokens_per_doc)) for i, t in enumerate(texts)]
+    return RerankRequest(query=Query(text=body.query), candidates=candidates, strategy=strategy, top_n=body.top_n)
 
 
 def _scaled(scores: list[float]) -> list[float]:
@@ -88,9 +82,7 @@ def _scaled(scores: list[float]) -> list[float]:
     return [(s - lo) / (hi - lo) for s in scores]
 
 
-def response(
-    job_id: str, body: CohereRerankRequest, result: RerankResult | None, api_version: str
-) -> dict[str, Any]:
+def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None, api_version: str) -> dict[str, Any]:
     """The Cohere-shaped answer for a finished job (``result=None``: no documents)."""
     results: list[dict[str, Any]] = []
     meta: dict[str, Any] = {

@@ -16,16 +16,12 @@ def check_request(settings: Settings, query: str, documents: Sequence[str], fiel
     if len(documents) > settings.max_documents:
         raise LimitError(
             413,
-            limit_message(
-                field, len(documents), "documents", settings.max_documents, "RERANKD_MAX_DOCUMENTS"
-            ),
+            limit_message(field, len(documents), "documents", settings.max_documents, "RERANKD_MAX_DOCUMENTS"),
         )
     if len(query) > settings.max_query_chars:
         raise LimitError(
             422,
-            limit_message(
-                "query", len(query), "characters", settings.max_query_chars, "RERANKD_MAX_QUERY_CHARS"
-            ),
+            limit_message("query", len(query), "characters", settings.max_query_chars, "RERANKD_MAX_QUERY_CHARS"),
         )
     for i, doc in enumerate(documents):
         if len(doc) > settings.max_document_chars:

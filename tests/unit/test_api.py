@@ -81,9 +81,7 @@ def _doc_body(**kw: Any) -> dict[str, Any]:
         ({"query": "q"}, 422, "documents: Field required"),
     ],
 )
-def test_rerank_limits_and_validation(
-    client: TestClient, body: dict[str, Any], status: int, message: str
-) -> None:
+def test_rerank_limits_and_validation(client: TestClient, body: dict[str, Any], status: int, message: str) -> None:
     for path in ("/v1/rerank", "/v2/rerank"):
         resp = client.post(path, json=body)
         assert resp.status_code == status, resp.text
@@ -94,9 +92,7 @@ def test_body_size_limit(client: TestClient) -> None:
     body = json.dumps(_doc_body(documents=["z" * 40] * 200)).encode()
     resp = client.post("/v2/rerank", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 413
-    assert (
-        resp.json()["message"] == f"body: {len(body)} bytes exceed the limit of 4096 (RERANKD_MAX_BODY_BYTES)"
-    )
+    assert resp.json()["message"] == f"body: {len(body)} bytes exceed the limit of 4096 (RERANKD_MAX_BODY_BYTES)"
 
 
 def test_job_and_batch_validation_before_the_store(client: TestClient) -> None:

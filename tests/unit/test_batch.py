@@ -60,7 +60,7 @@ def fake_result(req: RerankRequest) -> RerankResult:
 
 def fake_executor(
     fail_after: int | None = None, order: str = "forward", dup: bool = False, calls: list[int] | None = None
-):  # type: ignore[no-untyped-def]
+):
     async def execute(reqs: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
         idx = list(range(len(reqs)))
         if order == "reverse":
@@ -78,7 +78,7 @@ def fake_executor(
     return execute
 
 
-def run_all(reqs, out: Path, fmt: str = "trec", **kw):  # type: ignore[no-untyped-def]
+def run_all(reqs, out: Path, fmt: str = "trec", **kw):
     execute = kw.pop("execute", None) or fake_executor()
     return asyncio.run(run_batch(reqs, execute, out, fmt, settings=kw.pop("settings", SETTINGS), progress=False, **kw))
 
@@ -230,7 +230,7 @@ def test_engine_executor_matches_rerank_many(tmp_path: Path) -> None:
 
 def test_engine_executor_stops_on_error(tmp_path: Path) -> None:
     class Failing(ScriptedEngine):
-        async def generate(self, prompts, max_tokens):  # type: ignore[no-untyped-def]
+        async def generate(self, prompts, max_tokens):
             if any("query 2" in m.content for p in prompts for m in p):
                 raise RuntimeError("engine exploded")
             return await super().generate(prompts, max_tokens)

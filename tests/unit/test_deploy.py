@@ -126,10 +126,7 @@ def test_kubernetes_manifests() -> None:
     for so in scaled:
         target = deployments[so["spec"]["scaleTargetRef"]["name"]]
         container = target["spec"]["template"]["spec"]["containers"][0]
-        assert (
-            container["image"].startswith("rerankd-worker")
-            and _module_of(container["command"]) == "rerankd.worker"
-        )
+        assert container["image"].startswith("rerankd-worker") and _module_of(container["command"]) == "rerankd.worker"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         env = {e["name"]: e["value"] for e in container["env"]}
         (trigger,) = so["spec"]["triggers"]

@@ -53,9 +53,7 @@ async def store(redis_url: str) -> AsyncIterator[JobStore]:
 
 
 def _request(n: int = 3) -> RerankRequest:
-    return RerankRequest(
-        query=Query(text="q"), candidates=[Candidate(docid=f"d{i}", text=f"t{i}") for i in range(n)]
-    )
+    return RerankRequest(query=Query(text="q"), candidates=[Candidate(docid=f"d{i}", text=f"t{i}") for i in range(n)])
 
 
 def _result() -> RerankResult:
@@ -221,3 +219,30 @@ async def test_metrics_round_trip(store: JobStore) -> None:
     assert f'rerankd_queue_depth{{queue="{store.prefix}.m"}} 0.0' in text
     await store.remove_worker("w1")
     assert await store.live_workers() == []
+
+
+async def test_create_pushes_the_celery_message_atomically(store: JobStore, redis_url: str) -> None:
+    import json
+
+    from rerankd.config import Settings
+    from rerankd.worker import TASK_NAME
+    from rerankd.worker.celery_app import make_celery, task_message
+
+    app = make_celery(Settings(redis_url=redis_url, key_prefix=store.prefix))
+    queue = f"{store.prefix}.m"
+    app.send_task(TASK_NAME, args=["job_ref"], queue=queue)
+    reference = json.loads(await store.r.rpop(queue))
+    ours = json.loads(task_message(app, TASK_NAME, "job_1", queue))
+    assert ours.keys() == reference.keys() and ours["headers"].keys() == reference["headers"].keys()
+    assert ours["properties"].keys() == reference["properties"].keys()
+    for k in ("content-type", "content-encoding"):
+        assert ours[k] == reference[k]
+    assert ours["properties"]["delivery_info"] == reference["properties"]["delivery_info"]
+    assert ours["headers"]["task"] == TASK_NAME and ours["headers"]["argsrepr"] == "['job_1']"
+
+    fields = store.job_fields(owner="a", model="m", queue=queue, request=_request(), deadline_s=1, max_attempts=1)
+    message = task_message(app, TASK_NAME, "job_q", queue)
+    assert (await store.create("job_q", fields, ttl_s=60, message=message)).outcome == "created"
+    assert await store.r.lrange(queue, 0, -1) == [message.encode()]
+    again = await store.create("job_q2", fields, ttl_s=60, max_depth=1, message=message)
+    assert again.outcome == "full" and await store.r.llen(queue) == 1
