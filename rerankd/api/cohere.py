@@ -4,8 +4,9 @@ Request: ``model``, ``query``, ``documents`` (strings or objects with ``text``; 
 ``rank_fields`` picks the fields of object documents, rendered ``field: value`` per line),
 ``top_n``, ``return_documents``, ``max_tokens_per_doc``.  ``max_tokens_per_doc`` is applied
 approximately, as whitespace-separated words (a word is at least one token); the engine's
-own token budgeting still applies.  ``max_chunks_per_doc``, ``relevant_spans`` and
-``priority`` are accepted and ignored.
+own token budgeting still applies.  ``priority`` is accepted (all jobs share one FIFO
+queue per model); ``max_chunks_per_doc`` and ``relevant_spans`` are rejected with 422
+rather than silently ignored.
 
 Response: ``id`` (the job id), ``results`` best first, each ``{index, relevance_score}`` and
 ``document`` (``{"text": ...}`` or the object sent) when ``return_documents`` is true, and
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rerankd.api.errors import ApiError
 from rerankd.types import Candidate, Query, RerankRequest, RerankResult, StrategyConfig
@@ -39,6 +40,13 @@ class CohereRerankRequest(BaseModel):
     max_chunks_per_doc: int | None = None
     relevant_spans: Any = None
     priority: int | None = None
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> CohereRerankRequest:
+        for name in ("max_chunks_per_doc", "relevant_spans"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} is not supported by rerankd; leave it unset")
+        return self
 
 
 def document_text(doc: str | dict[str, Any], index: int, rank_fields: list[str] | None) -> str:

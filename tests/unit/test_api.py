@@ -79,6 +79,7 @@ def _doc_body(**kw: Any) -> dict[str, Any]:
         ),
         (_doc_body(documents=[{"title": "no text"}]), 422, "documents[0]: an object document needs a 'text'"),
         ({"query": "q"}, 422, "documents: Field required"),
+        (_doc_body(relevant_spans=True), 422, ""),
     ],
 )
 def test_rerank_limits_and_validation(client: TestClient, body: dict[str, Any], status: int, message: str) -> None:
@@ -86,6 +87,8 @@ def test_rerank_limits_and_validation(client: TestClient, body: dict[str, Any], 
         resp = client.post(path, json=body)
         assert resp.status_code == status, resp.text
         assert resp.json()["message"].startswith(message)
+        if "relevant_spans" in body:
+            assert "relevant_spans is not supported" in resp.json()["message"]
 
 
 def test_body_size_limit(client: TestClient) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -53,7 +54,7 @@ def run_files(tmp_path: Path) -> tuple[Path, Path]:
     return queries, out.with_name(out.name + ".journal.jsonl")
 
 
-def rows(run_files: tuple[Path, Path], fmt: str, **opts: object) -> list[dict]:  # type: ignore[type-arg]
+def rows(run_files: tuple[Path, Path], fmt: str, **opts: Any) -> list[dict[str, Any]]:
     queries, journal = run_files
     return list(export_rows(read_results(journal), load_texts(queries), fmt, ExportOptions(**opts)))
 
@@ -126,7 +127,7 @@ def test_datasets_loads_every_format_with_the_expected_features(run_files: tuple
     datasets = pytest.importorskip("datasets")
     from datasets import List, Value
 
-    def load(fmt: str, **opts: object) -> "datasets.Dataset":  # noqa: UP037
+    def load(fmt: str, **opts: Any) -> Any:
         path = tmp_path / f"{fmt}.jsonl"
         write_export(rows(run_files, fmt, **opts), path)
         return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf"))
