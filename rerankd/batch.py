@@ -327,21 +327,32 @@ class BatchRun:
         return [i for i in range(len(self.requests)) if i not in self.results]
 
     def open(self) -> list[int]:
-        """Load (or create) the journal; return the pending indices."""
+        """Load (or create) the journal, locked for this run; return the pending indices."""
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        if self.restart and self.journal.exists():
-            log.info("--restart: discarding journal %s", self.journal)
-            self.journal.unlink()
-        if self.journal.exists() and b"\n" not in self.journal.read_bytes()[: 1 << 20]:
-            log.warning("journal %s has no complete header; starting over", self.journal)
-            self.journal.unlink()
-        if self.journal.exists():
-            self._resume()
-        else:
-            self._create()
+        fh = self.journal.open("a+b")  # appends always go to the end, after any truncation
+        try:
+            _lock(fh, self.journal)
+            fh.seek(0)
+            head = fh.read(1 << 20)
+            if self.restart and head:
+                log.info("--restart: discarding journal %s", self.journal)
+                fresh = True
+            elif head and b"\n" not in head:
+                log.warning("journal %s has no complete header; starting over", self.journal)
+                fresh = True
+            else:
+                fresh = not head
+            if fresh:
+                self._write_header(fh)
+            else:
+                self._load(fh)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh = fh
         return self.pending
 
-    def _create(self) -> None:
+    def _write_header(self, fh: IO[bytes]) -> None:
         header = {
             "rerankd_journal": JOURNAL_VERSION,
             "fingerprint": self.fingerprint,
@@ -350,23 +361,11 @@ class BatchRun:
             "total": len(self.requests),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        fh = self.journal.open("wb")
-        _lock(fh, self.journal)
+        fh.truncate(0)
         fh.write(json.dumps(header, default=str).encode() + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
         _fsync_dir(self.journal.parent)
-        self._fh = fh
-
-    def _resume(self) -> None:
-        fh = self.journal.open("r+b")
-        try:
-            _lock(fh, self.journal)
-            self._load(fh)
-        except BaseException:
-            fh.close()
-            raise
-        self._fh = fh
 
     def _load(self, fh: IO[bytes]) -> None:
         contents = read_journal(self.journal)
@@ -392,15 +391,12 @@ class BatchRun:
         if contents.torn:
             log.warning("journal %s ends in a torn line (killed mid-write); cutting it off", self.journal)
         fh.truncate(contents.good_bytes)
-        fh.seek(contents.good_bytes)
         if contents.torn:
             fh.flush()
             os.fsync(fh.fileno())
         self.results = dict(contents.results)
         self.resumed = len(self.results)
-        log.info(
-            "resuming from %s: %d of %d queries already done", self.journal, self.resumed, len(self.requests)
-        )
+        log.info("resuming from %s: %d of %d queries already done", self.journal, self.resumed, len(self.requests))
 
     def record(self, index: int, result: RerankResult) -> bool:
         """Journal one finished query durably; ``False`` (and nothing written) if already done."""

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,6 +128,7 @@ class Service:
     env: dict[str, str]
     logs: Path
     tiny_model: str
+    tiny_vllm_model: str = ""
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -136,9 +138,12 @@ class Service:
     def client(self, owner: str = "alice") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers(owner), timeout=300)
 
-    def start_worker(self, name: str, model: str, engine: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, model: str, engine: str, concurrency: int = 4, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {
             **self.env,
+            **(extra_env or {}),
             "RERANKD_MODEL": model,
             "RERANKD_ENGINE": engine,
             "RERANKD_WORKER_CONCURRENCY": str(concurrency),
@@ -214,8 +219,12 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
     logs = tmp_path_factory.mktemp("service-logs")
     prefix = f"it{secrets.token_hex(3)}"
     tiny = str(tiny_model_dir)
+    # The same tiny model under another path: its own queue, for the worker hosting vLLM.
+    tiny_vllm = tmp_path_factory.mktemp("tiny-vllm") / "tiny"
+    shutil.copytree(tiny_model_dir, tiny_vllm)
     aliases = {
         "tiny": {"model": tiny},
+        "tiny-vllm": {"model": str(tiny_vllm)},
         "slow": {"model": "slow"},
         "ghost-cancel": {"model": "ghost-cancel"},
         "ghost-depth": {"model": "ghost-depth"},
@@ -257,6 +266,7 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         env=env,
         logs=logs,
         tiny_model=tiny,
+        tiny_vllm_model=str(tiny_vllm),
     )
     try:
         svc.start_worker("smollm2", "smollm2-135m-instruct", "hf", concurrency=2)

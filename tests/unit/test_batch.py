@@ -245,3 +245,20 @@ def test_read_results_of_plain_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
     run_all(make_requests(3), out, "jsonl")
     assert [r.qid for r in read_results(out)] == ["q0", "q1", "q2"]
+
+
+def test_torn_header_starts_over_and_restart_respects_the_lock(tmp_path: Path) -> None:
+    reqs = make_requests(2)
+    out = tmp_path / "run.trec"
+    journal_path(out).write_bytes(b'{"rerankd_journal": 1, "finger')  # killed while creating
+    summary = run_all(reqs, out)
+    assert summary.ran == 2 and read_journal(journal_path(out)).header["settings"] == SETTINGS
+
+    first = BatchRun(reqs, out, settings=SETTINGS, progress=False)
+    first.open()
+    try:
+        with pytest.raises(JournalError, match="in use"):
+            BatchRun(reqs, out, settings=SETTINGS, restart=True, progress=False).open()
+        assert sorted(read_journal(journal_path(out)).results) == [0, 1]  # untouched
+    finally:
+        first.close()
