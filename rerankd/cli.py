@@ -77,7 +77,7 @@ def rerank(
         typer.Option("--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."),
     ] = None,
     model: Annotated[str, typer.Option(help="Registry name, local folder or HF id.")] = "smollm2-135m-instruct",
-    engine: Annotated[str, typer.Option(help="Engine kind: hf")] = "hf",
+    engine: Annotated[str, typer.Option(help="Engine kind: hf | vllm | openai (settings: docs/engines.md)")] = "hf",
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="trec | jsonl")] = "trec",
