@@ -77,6 +77,15 @@ class HFTokenizer:
         )
         return str(out)
 
+    def render_for_generation(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt to generate from: continues a final assistant message, else adds the generation prompt."""
+        if messages and messages[-1].role == "assistant":  # continue a prefilled answer
+            out = self.hf.apply_chat_template(
+                [m.model_dump() for m in messages], tokenize=False, continue_final_message=True
+            )
+            return str(out)
+        return self.render_chat(messages, add_generation_prompt=True)
+
     def count_chat(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens of the rendered chat prompt (with the generation prompt)."""
         return len(self.encode(self.render_chat(messages, add_generation_prompt=True)))
@@ -437,12 +446,7 @@ class HFEngine:
     # ----------------------------------------------------------------- Engine protocol
 
     def _render_for_generation(self, messages: Sequence[ChatMessage]) -> str:
-        if messages and messages[-1].role == "assistant":  # continue a prefilled answer
-            out = self.hf_tokenizer.hf.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, continue_final_message=True
-            )
-            return str(out)
-        return self.tokenizer.render_chat(messages, add_generation_prompt=True)
+        return self.hf_tokenizer.render_for_generation(messages)
 
     async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy completions of chat prompts (one per prompt, same order).

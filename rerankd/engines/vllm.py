@@ -389,12 +389,7 @@ class VLLMEngine:
         return await self._loop.run(on_loop())
 
     def _render_for_generation(self, messages: Sequence[ChatMessage]) -> str:
-        if messages and messages[-1].role == "assistant":  # continue a prefilled answer
-            out = self.hf_tokenizer.hf.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, continue_final_message=True
-            )
-            return str(out)
-        return self.tokenizer.render_chat(messages, add_generation_prompt=True)
+        return self.hf_tokenizer.render_for_generation(messages)
 
     # ----------------------------------------------------------------- Engine protocol
 
