@@ -82,9 +82,7 @@ def rerank(args: argparse.Namespace) -> None:
     reranker = _reranker(args)
     rank_end = max(len(r.candidates) for r in requests)
     t0 = time.perf_counter()
-    results = reranker.rerank_batch(
-        requests, rank_start=0, rank_end=rank_end, populate_invocations_history=True
-    )
+    results = reranker.rerank_batch(requests, rank_start=0, rank_end=rank_end, populate_invocations_history=True)
     wall = time.perf_counter() - t0
     out = {
         "wall_s": wall,

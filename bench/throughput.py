@@ -308,7 +308,8 @@ def main() -> None:
         context_size=args.context_size,
         cpu_kv_cache_gib=args.cpu_kv_cache_gib,
         extra_args=[
-            "--generation-config", "vllm",
+            "--generation-config",
+            "vllm",
             "--override-generation-config",
             json.dumps({"temperature": 0.0, "max_new_tokens": args.server_max_new_tokens}),
         ],

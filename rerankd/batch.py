@@ -21,8 +21,8 @@ JSONL, which :mod:`rerankd.formats.export` reads.
 
 How queries get executed is pluggable: an :data:`Executor` takes the pending requests and
 yields ``(position, result)`` pairs as they finish, in any order.  :func:`engine_executor`
-runs them in-process against one engine; a queue-backed executor (jobs submitted to the
-service API) only has to yield the same pairs.
+runs them in-process against one engine; :class:`rerankd.queue_executor.QueueExecutor`
+submits them as jobs to the service API (``rerankd rerank --queue``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -314,6 +315,9 @@ class BatchRun:
         self.progress = progress
         self.journal = journal or journal_path(self.output)
         self.results: dict[int, RerankResult] = {}
+        self.run_id = ""
+        """Random id of this run, kept across resumes (``--restart`` draws a new one); executors
+        that submit jobs derive idempotency keys from it."""
         self.resumed = 0
         self.ran = 0
         self._fh: IO[bytes] | None = None
@@ -353,8 +357,10 @@ class BatchRun:
         return self.pending
 
     def _write_header(self, fh: IO[bytes]) -> None:
+        self.run_id = secrets.token_hex(8)
         header = {
             "rerankd_journal": JOURNAL_VERSION,
+            "run_id": self.run_id,
             "fingerprint": self.fingerprint,
             "settings": self.settings,
             "inputs": self.inputs,
@@ -395,6 +401,7 @@ class BatchRun:
             fh.flush()
             os.fsync(fh.fileno())
         self.results = dict(contents.results)
+        self.run_id = str(head.get("run_id") or self.fingerprint[:16])
         self.resumed = len(self.results)
         log.info("resuming from %s: %d of %d queries already done", self.journal, self.resumed, len(self.requests))
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 
+from rerankd.client import DEFAULT_URL
+from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
 from rerankd.types import RerankInputError, RerankRequest, StrategyConfig
 
@@ -76,14 +79,41 @@ def rerank(
         list[str] | None,
         typer.Option("--param", "-p", help="Strategy setting key=value (repeatable), e.g. -p window_size=20."),
     ] = None,
-    model: Annotated[str, typer.Option(help="Registry name, local folder or HF id.")] = "smollm2-135m-instruct",
-    engine: Annotated[str, typer.Option(help="Engine kind: hf | vllm | openai (settings: docs/engines.md)")] = "hf",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry name, local folder or HF id [default: smollm2-135m-instruct]; "
+            "with --queue the service's model name [default: the service's default]."
+        ),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="Engine kind: hf | vllm | openai (docs/engines.md) [default: hf]; not with --queue."),
+    ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="trec | jsonl")] = "trec",
     topics: Annotated[Path | None, typer.Option(help="TREC input: qid<TAB>query file.")] = None,
     collection: Annotated[Path | None, typer.Option(help="TREC input: docid<TAB>text file.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Queries reranked at once.")] = 1,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Queries reranked at once [default: 1; with --queue: 16 jobs in flight].")
+    ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Run the queries as jobs of a rerankd service (spread over every worker of the model's queue).",
+        ),
+    ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RERANKD_API_URL", help="With --queue: the service's base URL [default: http://127.0.0.1:8080]."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RERANKD_API_KEY", help="With --queue: API key (Bearer).", show_default=False)
+    ] = None,
     restart: Annotated[
         bool, typer.Option("--restart", help="Discard the journal of an earlier run of OUTPUT; start over.")
     ] = False,
@@ -98,10 +128,16 @@ def rerank(
     """Rerank every query of INPUT and write a TREC run (or result JSONL).
 
     Resumable: finished queries are journaled to OUTPUT.journal.jsonl as they finish; run the
-    same command again after a crash and only the unfinished queries are reranked.
+    same command again after a crash and only the unfinished queries are reranked.  With
+    --queue, jobs already submitted by the interrupted run are picked up, not run again.
     """
     if fmt not in ("trec", "jsonl"):
         raise _fail(f"--format must be trec or jsonl, got {fmt!r}")
+    if queue and engine is not None:
+        raise _fail("--engine does not apply with --queue: the workers of the model's queue host the engine")
+    for flag, value, env in (("--api-url", api_url, "RERANKD_API_URL"), ("--api-key", api_key, "RERANKD_API_KEY")):
+        if not queue and value is not None and env not in os.environ:
+            raise _fail(f"{flag} only applies with --queue")
     try:
         cfg = strategy_config(strategy, param or [])
         items = []
@@ -120,8 +156,8 @@ def rerank(
     settings = {
         "input_sha256": [file_sha256(p) if p else None for p in (input, topics, collection)],
         "strategy": cfg.model_dump(mode="json"),
-        "model": model,
-        "engine": engine,
+        "model": model if queue else model or DEFAULT_MODEL,
+        "engine": "queue" if queue else engine or "hf",
         "top_k": top_k,
         "limit": limit,
     }
@@ -134,14 +170,16 @@ def rerank(
     )
     try:
         pending = batch.open()
-        if pending:
+        if pending and queue:
+            _run_on_queue(batch, api_url or DEFAULT_URL, api_key, model, concurrency or 16)
+        elif pending:
             from rerankd.engines.factory import load_engine
 
-            eng = load_engine(engine, model)
+            eng = load_engine(engine or "hf", model or DEFAULT_MODEL)
 
             async def run() -> None:
                 try:
-                    await batch.run(engine_executor(eng, concurrency))
+                    await batch.run(engine_executor(eng, concurrency or 1))
                 finally:
                     await eng.aclose()
 
@@ -171,6 +209,36 @@ def rerank(
     typer.echo(
         f"journal {'kept' if summary.journal_kept else 'removed'}: {summary.journal}"
         + (" (result JSONL for `rerankd export`)" if summary.journal_kept else ""),
+        err=True,
+    )
+
+
+def _run_on_queue(batch: Any, api_url: str, api_key: str | None, model: str | None, in_flight: int) -> None:
+    """Run ``batch``'s pending queries as service jobs; report how they spread over workers."""
+    from rerankd.client import AsyncClient, RerankdError
+    from rerankd.queue_executor import QueueExecutor, QueueJobError
+
+    async def run() -> QueueExecutor:
+        async with AsyncClient(api_url, api_key=api_key) as client:
+            executor = QueueExecutor(client, run_id=batch.run_id, model=model, in_flight=in_flight)
+            await batch.run(executor)
+            return executor
+
+    done = len(batch.results)
+    try:
+        executor = asyncio.run(run())
+    except (QueueJobError, RerankdError) as e:
+        raise _fail(f"{e} ({len(batch.results)} queries journaled; rerunning resumes)") from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted after {len(batch.results)} of {len(batch.requests)} queries; submitted jobs keep "
+            "running on the service; run the same command again to collect them and resume",
+            130,
+        ) from None
+    spread = ", ".join(f"{w}: {n}" for w, n in sorted(executor.workers.items()))
+    typer.echo(
+        f"{len(batch.results) - done} jobs on {len(executor.workers)} workers ({spread}); "
+        f"{executor.replayed} picked up from an earlier run",
         err=True,
     )
 
@@ -399,6 +467,7 @@ def submit(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress bar
     app()
 
 

@@ -155,6 +155,7 @@ class JobRecord(BaseModel):
             "model": self.model,
             "strategy": self.strategy,
             "attempts": self.attempts,
+            "worker": self.worker,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,

@@ -7,6 +7,7 @@ api -> worker) is one of these models.  No mutable defaults: lists default via
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
@@ -104,6 +105,41 @@ StrategyConfig = Annotated[
 STRATEGY_NAMES = ("sliding_window", "full_ranking", "first", "icr")
 
 
+class FeedbackRequest(BaseModel):
+    """Query-side relevance feedback: dense embeddings to refit to the reranker's scores.
+
+    After reranking, ``query_vector`` is moved toward the reranker's judgement of the
+    candidates (:func:`rerankd.feedback.refit.refit_query`, whose parameters these are) and
+    returned as ``RerankResult.feedback``, ready for a second retrieval.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_vector: list[float] = Field(min_length=1, max_length=16384)
+    candidate_vectors: list[list[float]] = Field(min_length=1)
+    """One embedding per candidate, in the request's candidate order."""
+    steps: int = Field(default=50, ge=0, le=1000)
+    lr: float | None = Field(default=None, gt=0, le=1.0)
+    temperature: float = Field(default=0.05, gt=0, le=100.0)
+    kl_weight: float = Field(default=1.0, ge=0)
+    rank_weight: float = Field(default=1.0, ge=0)
+    optimizer: Literal["gd", "adam"] = "gd"
+
+    @model_validator(mode="after")
+    def _shapes(self) -> FeedbackRequest:
+        dim = len(self.query_vector)
+        if not all(math.isfinite(x) for x in self.query_vector):
+            raise ValueError("query_vector must hold finite numbers")
+        for i, vec in enumerate(self.candidate_vectors):
+            if len(vec) != dim:
+                raise ValueError(
+                    f"candidate_vectors[{i}] has {len(vec)} dimensions, query_vector has {dim}; they must match"
+                )
+            if not all(math.isfinite(x) for x in vec):
+                raise ValueError(f"candidate_vectors[{i}] must hold finite numbers")
+        return self
+
+
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +147,8 @@ class RerankRequest(BaseModel):
     candidates: list[Candidate] = Field(min_length=1)
     strategy: StrategyConfig = Field(default_factory=SlidingWindowConfig)
     top_n: int | None = Field(default=None, ge=1)
+    feedback: FeedbackRequest | None = None
+    """Optional embeddings: the result then carries the refit query vector."""
 
     @model_validator(mode="after")
     def _unique_docids(self) -> RerankRequest:
@@ -119,6 +157,11 @@ class RerankRequest(BaseModel):
             if c.docid in seen:
                 raise ValueError(f"candidates[{i}].docid {c.docid!r} is duplicated; docids must be unique")
             seen.add(c.docid)
+        if self.feedback is not None and len(self.feedback.candidate_vectors) != len(self.candidates):
+            raise ValueError(
+                f"feedback.candidate_vectors has {len(self.feedback.candidate_vectors)} vectors for "
+                f"{len(self.candidates)} candidates; give one per candidate, in candidate order"
+            )
         return self
 
 
@@ -143,6 +186,16 @@ class Usage(BaseModel):
         self.llm_calls += llm_calls
 
 
+class FeedbackResult(BaseModel):
+    """The refit query vector of a request with ``feedback``."""
+
+    query_vector: list[float]
+    shift: float
+    """L2 norm of the change to the query vector (0: the retriever already agreed)."""
+    cosine: float
+    """Cosine similarity between the original and the refit query vector."""
+
+
 class RerankResult(BaseModel):
     qid: str | None = None
     ranking: list[RankedDoc]
@@ -151,6 +204,7 @@ class RerankResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    feedback: FeedbackResult | None = None
 
     @property
     def docids(self) -> list[str]:

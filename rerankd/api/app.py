@@ -290,6 +290,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             candidates=body.candidates,
             strategy=body.strategy if "strategy" in body.model_fields_set else strategy,
             top_n=body.top_n,
+            feedback=body.feedback,
         )
         svc.check_our_request(req)
         deadline = body.deadline_s or settings.job_deadline_s
@@ -419,6 +420,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 candidates=body.candidates,
                 strategy=body.strategy if "strategy" in body.model_fields_set else strategy,
                 top_n=body.top_n,
+                feedback=body.feedback,
             )
             svc.check_our_request(req, where=f"line {n}: ")
             job_id = new_id("job")

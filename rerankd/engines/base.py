@@ -29,15 +29,11 @@ class Engine(Protocol):
     context_size: int
     tokenizer: Tokenizer
 
-    async def generate(
-        self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int
-    ) -> list[Generation]:
+    async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy completions of chat prompts (one per prompt, same order)."""
         ...
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         """For each raw (already templated) prompt, log-probabilities of ``token_ids``
         as the next token."""
         ...

@@ -69,9 +69,7 @@ class HFTokenizer:
     def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
         """The model's chat template applied to ``messages``, as text."""
         if not getattr(self.hf, "chat_template", None):
-            raise ValueError(
-                f"tokenizer {self.hf.name_or_path!r} has no chat template; use an instruct/chat model"
-            )
+            raise ValueError(f"tokenizer {self.hf.name_or_path!r} has no chat template; use an instruct/chat model")
         out = self.hf.apply_chat_template(
             [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
         )
@@ -260,9 +258,7 @@ class HFEngine:
     """
 
     name = "hf"
-    capabilities: frozenset[Capability] = frozenset(
-        {Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION}
-    )
+    capabilities: frozenset[Capability] = frozenset({Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION})
 
     def __init__(
         self,
@@ -322,9 +318,7 @@ class HFEngine:
                 raise ValueError(f"cannot tell the context size of {model!r}; pass context_size=")
             context_size = int(default_ctx)
         elif native is not None and context_size > native:
-            logger.warning(
-                "context_size %d exceeds %s's max_position_embeddings %d", context_size, model, native
-            )
+            logger.warning("context_size %d exceeds %s's max_position_embeddings %d", context_size, model, native)
         torch_device = _resolve_device(device)
         kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype)}
         if attn_implementation is not None:
@@ -475,9 +469,7 @@ class HFEngine:
                 results[i] = g
         return [g for g in results if g is not None]
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         """Log-probabilities of ``token_ids`` as the next token after each raw prompt."""
         wanted = [int(t) for t in token_ids]
         bad = [t for t in wanted if not 0 <= t < self._vocab_size]
@@ -489,8 +481,7 @@ class HFEngine:
             ids = self.tokenizer.encode(text)
             if not ids or len(ids) > self.context_size:
                 raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; "
-                    f"the context size of {self.model} is {self.context_size}"
+                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
                 )
             payloads.append((ids, wanted))
         return await batcher.submit_many(("logprobs",), payloads)

@@ -119,9 +119,7 @@ class OpenAISettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
-            raise TypeError(
-                f"unknown openai engine setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-            )
+            raise TypeError(f"unknown openai engine setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         for f in dataclasses.fields(cls):
             if overrides.get(f.name) is not None:
                 values[f.name] = overrides[f.name]
@@ -322,9 +320,7 @@ class OpenAIEngine:
 
     # ----------------------------------------------------------------- Engine protocol
 
-    async def generate(
-        self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int
-    ) -> list[Generation]:
+    async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy chat completions (one per prompt, same order), all requests in flight at once."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
@@ -364,14 +360,10 @@ class OpenAIEngine:
         return Generation(
             text=text,
             prompt_tokens=int(usage.prompt_tokens) if usage is not None else counted,
-            completion_tokens=(
-                int(usage.completion_tokens) if usage is not None else len(self.tokenizer.encode(text))
-            ),
+            completion_tokens=(int(usage.completion_tokens) if usage is not None else len(self.tokenizer.encode(text))),
         )
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         """Log-probabilities of ``token_ids`` as the next token after each raw prompt
         (``/completions`` top-k; ids outside it get ``min(top-k) - TOPK_FLOOR_GAP``)."""
         if self._logprobs_supported is False:
@@ -388,8 +380,7 @@ class OpenAIEngine:
             ids = self.tokenizer.encode(text)
             if not ids or len(ids) >= self.context_size:
                 raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; "
-                    f"the context size of {self.model} is {self.context_size}"
+                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
                 )
             jobs.append(self._top_logprobs(ids, text, keys))
         return list(await asyncio.gather(*jobs))

@@ -211,9 +211,7 @@ def _assemble_gguf(spec: ModelSpec, workdir: Path, progress: bool) -> Path:
     return gguf
 
 
-def convert_gguf(
-    gguf: Path, out_dir: Path, dtype: torch.dtype | None = None, *, progress: bool = True
-) -> None:
+def convert_gguf(gguf: Path, out_dir: Path, dtype: torch.dtype | None = None, *, progress: bool = True) -> None:
     """Convert a GGUF checkpoint into a plain safetensors Hugging Face folder (bf16 by default).
 
     The GGUF is dequantized by transformers; since a GGUF-loaded model is not a normal
@@ -259,9 +257,7 @@ def _convert(gguf: Path, out_dir: Path, dtype: torch.dtype | None) -> None:
 
     dtype = dtype if dtype is not None else torch.bfloat16
     src_dir, name = str(gguf.parent), gguf.name
-    src = AutoModelForCausalLM.from_pretrained(
-        src_dir, gguf_file=name, quantization_config=GgufConfig(dequantize=True)
-    )
+    src = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, quantization_config=GgufConfig(dequantize=True))
     cfg = copy.deepcopy(src.config)
     if hasattr(cfg, "quantization_config"):
         delattr(cfg, "quantization_config")

@@ -48,9 +48,7 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r} has no wheel parts")
         unchecked = [p.requirement for p in self.parts if p.sha256 is None]
         if unchecked and self.gguf_sha256 is None:
-            raise ValueError(
-                f"model {self.name!r}: wheels {unchecked} have no sha256 and no gguf_sha256 covers them"
-            )
+            raise ValueError(f"model {self.name!r}: wheels {unchecked} have no sha256 and no gguf_sha256 covers them")
 
 
 def _smollm2() -> ModelSpec:

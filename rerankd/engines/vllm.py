@@ -297,9 +297,7 @@ class VLLMEngine:
         elif logprobs_mode in ("token_ids", "top_k"):
             mode = logprobs_mode
             if mode == "token_ids" and not _supports_logprob_token_ids():
-                raise ValueError(
-                    "this vLLM has no SamplingParams.logprob_token_ids; use logprobs_mode='top_k'"
-                )
+                raise ValueError("this vLLM has no SamplingParams.logprob_token_ids; use logprobs_mode='top_k'")
         else:
             raise ValueError(f"logprobs_mode must be auto, token_ids or top_k, got {logprobs_mode!r}")
 
@@ -393,9 +391,7 @@ class VLLMEngine:
 
     # ----------------------------------------------------------------- Engine protocol
 
-    async def generate(
-        self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int
-    ) -> list[Generation]:
+    async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy completions of chat prompts (one per prompt, same order).
 
         A prompt whose last message is from the assistant is continued rather than answered.
@@ -425,9 +421,7 @@ class VLLMEngine:
             for (ids, _), out in zip(items, outs, strict=True)
         ]
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         """Log-probabilities of ``token_ids`` as the next token after each raw prompt.
 
         Exact with ``logprobs_mode='token_ids'``; with ``top_k``, ids outside the top
@@ -450,8 +444,7 @@ class VLLMEngine:
             ids = self.tokenizer.encode(text)
             if not ids or len(ids) >= self.context_size:
                 raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; "
-                    f"the context size of {self.model} is {self.context_size}"
+                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
                 )
             items.append((ids, params))
         outs = await self._run_all(items)

@@ -42,7 +42,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["refit_query", "retrieve"]
+from rerankd.types import FeedbackResult, RerankRequest, RerankResult
+
+__all__ = ["apply_feedback", "refit_query", "retrieve"]
 
 log = logging.getLogger(__name__)
 
@@ -175,4 +177,36 @@ def refit_query(
                 return q0.copy()
         opt.step()
     out = q.detach().numpy().astype(q0.dtype, copy=False).reshape(q0.shape)
+    return out
+
+
+def apply_feedback(request: RerankRequest, result: RerankResult) -> RerankResult:
+    """``result`` with ``feedback`` set: ``request.feedback.query_vector`` refit to the
+    result's scores of every candidate (see :func:`refit_query`)."""
+    fb = request.feedback
+    if fb is None:
+        raise ValueError("the request has no feedback embeddings")
+    scores = {d.docid: d.score for d in result.ranking}
+    missing = [c.docid for c in request.candidates if c.docid not in scores]
+    if missing:
+        raise ValueError(f"the result has no score for {len(missing)} candidates (first {missing[0]!r})")
+    teacher = [scores[c.docid] for c in request.candidates]
+    q0 = np.asarray(fb.query_vector, dtype=np.float64)
+    q1 = refit_query(
+        q0,
+        np.asarray(fb.candidate_vectors, dtype=np.float64),
+        teacher,
+        steps=fb.steps,
+        lr=fb.lr,
+        temperature=fb.temperature,
+        kl_weight=fb.kl_weight,
+        rank_weight=fb.rank_weight,
+        optimizer=fb.optimizer,
+    )
+    norms = float(np.linalg.norm(q0) * np.linalg.norm(q1))
+    cosine = float(q0 @ q1 / norms) if norms > 0 else 0.0
+    out = result.model_copy(deep=True)
+    out.feedback = FeedbackResult(
+        query_vector=[float(x) for x in q1], shift=float(np.linalg.norm(q1 - q0)), cosine=cosine
+    )
     return out

@@ -160,10 +160,7 @@ def build_icr_prompt(
     last_start, last_end = spans[-1]
     cut = after_sep
     for candidate in (after_sep, last_end):
-        if all(
-            _tokenises_apart(tokenizer, r[last_start:candidate], r[candidate:])
-            for r in (rendered, na_rendered)
-        ):
+        if all(_tokenises_apart(tokenizer, r[last_start:candidate], r[candidate:]) for r in (rendered, na_rendered)):
             cut = candidate
             break
     context = rendered[:cut]

@@ -54,6 +54,4 @@ def get_template(name: str) -> PromptTemplate:
     try:
         return _TEMPLATES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown prompt template {name!r}; known templates: {', '.join(template_names())}"
-        ) from None
+        raise ValueError(f"unknown prompt template {name!r}; known templates: {', '.join(template_names())}") from None

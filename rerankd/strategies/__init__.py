@@ -28,8 +28,20 @@ def get_strategy(name: str) -> StrategyFn:
 
 
 async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
-    """Rerank one query with the strategy its request names."""
-    return await get_strategy(request.strategy.name)(request, engine)
+    """Rerank one query with the strategy its request names.
+
+    With ``request.feedback`` the query vector is then refit to the scores of *all*
+    candidates (before any ``top_n`` cut) and returned as ``result.feedback``.
+    """
+    strategy = get_strategy(request.strategy.name)
+    if request.feedback is None:
+        return await strategy(request, engine)
+    from rerankd.feedback.refit import apply_feedback
+
+    result = apply_feedback(request, await strategy(request.model_copy(update={"top_n": None}), engine))
+    if request.top_n is not None:
+        result.ranking = result.ranking[: request.top_n]
+    return result
 
 
 async def rerank_many(

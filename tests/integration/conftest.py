@@ -226,6 +226,8 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         "tiny": {"model": tiny},
         "tiny-vllm": {"model": str(tiny_vllm)},
         "slow": {"model": "slow"},
+        # Two SleepEngine workers of concurrency 1 (started by the queue-batch tests).
+        "batch": {"model": "batch-sleep"},
         "ghost-cancel": {"model": "ghost-cancel"},
         "ghost-depth": {"model": "ghost-depth"},
         "ghost-wait": {"model": "ghost-wait"},

@@ -42,8 +42,7 @@ def write_queries(path: Path, n: int, k: int) -> None:
     with path.open("w") as fh:
         for i in range(n):
             cands = [
-                {"docid": f"q{i}-d{j}", "text": f"passage {j} of query {i} rel={(j * 5 + i) % 7}"}
-                for j in range(k)
+                {"docid": f"q{i}-d{j}", "text": f"passage {j} of query {i} rel={(j * 5 + i) % 7}"} for j in range(k)
             ]
             fh.write(json.dumps({"qid": f"q{i}", "query": f"question {i}", "candidates": cands}) + "\n")
 

@@ -126,9 +126,7 @@ def test_passages_cut_instructions_intact(name: str, tok: Tokenizer) -> None:
     assert fitted.prompt_tokens == tok.count_chat(fitted.messages)
     assert fitted.prompt_tokens <= context - budget
     # exactly the template's render with that per-passage cap
-    assert fitted.messages == template.render(
-        QUERY, LONG_PASSAGES, max_tokens=fitted.max_tokens, tokenizer=tok
-    )
+    assert fitted.messages == template.render(QUERY, LONG_PASSAGES, max_tokens=fitted.max_tokens, tokenizer=tok)
     # the cap is the largest that fits (these tokenizers count monotonically)
     bigger = template.render(QUERY, LONG_PASSAGES, max_tokens=fitted.max_tokens + 1, tokenizer=tok)
     assert tok.count_chat(bigger) > context - budget

@@ -72,9 +72,7 @@ class StubAttentionEngine:
     async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         raise NotImplementedError
 
-    async def next_token_logprobs(
-        self, prompts: Sequence[str], token_ids: Sequence[int]
-    ) -> list[list[float]]:
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         raise NotImplementedError
 
     async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:

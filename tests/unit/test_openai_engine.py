@@ -44,9 +44,7 @@ def chat_reply(text: str = "[2] > [1]", prompt_tokens: int = 11, completion_toke
             "object": "chat.completion",
             "created": 0,
             "model": "m",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,

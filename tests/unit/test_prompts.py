@@ -72,8 +72,7 @@ def test_golden_rank_gpt() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query.",
+            "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query.",
         ),
         (
             "user",
@@ -106,8 +105,7 @@ def test_golden_rank_zephyr() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query",
+            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query",
         ),
         (
             "user",
@@ -134,8 +132,7 @@ def test_golden_rank_zephyr_legacy() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query.",
+            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query.",
         ),
         (
             "user",
@@ -163,8 +160,7 @@ def test_golden_first() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query.",
+            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query.",
         ),
         (
             "user",
@@ -190,8 +186,7 @@ def test_golden_rank_zephyr_alpha() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query",
+            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query",
         ),
         (
             "user",
@@ -217,8 +212,7 @@ def test_golden_fullrank() -> None:
     expected = _msgs(
         (
             "system",
-            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy "
-            "to the query.",
+            "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query.",
         ),
         (
             "user",

