@@ -27,6 +27,7 @@ submits them as jobs to the service API (``rerankd rerank --queue``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -35,7 +36,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -55,6 +56,7 @@ __all__ = [
     "JournalError",
     "JournalMismatchError",
     "engine_executor",
+    "fan_out",
     "file_sha256",
     "journal_path",
     "read_journal",
@@ -206,45 +208,51 @@ def read_results(path: Path) -> Iterator[RerankResult]:
 # --------------------------------------------------------------------------- executors
 
 
+async def fan_out(
+    count: int, concurrency: int, run_one: Callable[[int], Awaitable[RerankResult]]
+) -> AsyncIterator[tuple[int, RerankResult]]:
+    """Run ``run_one(i)`` for ``i`` in ``range(count)``, ``concurrency`` at a time; yield
+    ``(i, result)`` as each finishes.  The first error stops the others and is raised."""
+    todo = iter(range(count))
+    done: asyncio.Queue[tuple[int, RerankResult] | BaseException | None] = asyncio.Queue()
+
+    async def slot() -> None:
+        try:
+            for i in todo:  # the shared iterator hands each index to one slot
+                done.put_nowait((i, await run_one(i)))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # surfaced to the consumer, which stops the run
+            done.put_nowait(e)
+        finally:
+            done.put_nowait(None)
+
+    slots = [asyncio.create_task(slot()) for _ in range(min(concurrency, count))]
+    running = len(slots)
+    try:
+        while running:
+            item = await done.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for s in slots:
+            s.cancel()
+        await asyncio.gather(*slots, return_exceptions=True)
+
+
 def engine_executor(engine: Engine, concurrency: int = 1) -> Executor:
     """An in-process executor: ``concurrency`` queries at a time against ``engine``."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
 
-    async def execute(requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
-        import asyncio
-
+    def execute(requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
         from rerankd.strategies import rerank
 
-        todo = iter(range(len(requests)))
-        done: asyncio.Queue[tuple[int, RerankResult] | BaseException | None] = asyncio.Queue()
-
-        async def worker() -> None:
-            try:
-                for i in todo:  # the shared iterator hands each index to one worker
-                    done.put_nowait((i, await rerank(requests[i], engine)))
-            except asyncio.CancelledError:
-                raise
-            except BaseException as e:  # surfaced to the consumer, which stops the run
-                done.put_nowait(e)
-            finally:
-                done.put_nowait(None)
-
-        workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(requests)))]
-        running = len(workers)
-        try:
-            while running:
-                item = await done.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        return fan_out(len(requests), concurrency, lambda i: rerank(requests[i], engine))
 
     return execute
 

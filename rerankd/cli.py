@@ -82,13 +82,13 @@ def rerank(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Registry name, local folder or HF id [default: smollm2-135m-instruct]; "
-            "with --queue the service's model name [default: the service's default]."
+            help="Registry name, local folder or HF id (default smollm2-135m-instruct); "
+            "with --queue the service's model name (default: the service's default)."
         ),
     ] = None,
     engine: Annotated[
         str | None,
-        typer.Option(help="Engine kind: hf | vllm | openai (docs/engines.md) [default: hf]; not with --queue."),
+        typer.Option(help="Engine kind: hf | vllm | openai (docs/engines.md), default hf; not with --queue."),
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
@@ -96,7 +96,7 @@ def rerank(
     topics: Annotated[Path | None, typer.Option(help="TREC input: qid<TAB>query file.")] = None,
     collection: Annotated[Path | None, typer.Option(help="TREC input: docid<TAB>text file.")] = None,
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Queries reranked at once [default: 1; with --queue: 16 jobs in flight].")
+        int | None, typer.Option(min=1, help="Queries reranked at once (default 1; with --queue: 16 jobs in flight).")
     ] = None,
     queue: Annotated[
         bool,
@@ -108,7 +108,7 @@ def rerank(
     api_url: Annotated[
         str | None,
         typer.Option(
-            envvar="RERANKD_API_URL", help="With --queue: the service's base URL [default: http://127.0.0.1:8080]."
+            envvar="RERANKD_API_URL", help="With --queue: the service's base URL (default http://127.0.0.1:8080)."
         ),
     ] = None,
     api_key: Annotated[

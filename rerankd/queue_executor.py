@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from rerankd.batch import fan_out
 from rerankd.client import AsyncClient, RerankdError
 from rerankd.types import RerankRequest, RerankResult
 
@@ -95,36 +96,8 @@ class QueueExecutor:
         """The job key of ``request``'s ``attempt``-th submission in this run."""
         return f"rerankd-batch-{self.run_id}-{_request_digest(request)}-{attempt}"
 
-    async def __call__(self, requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
-        todo = iter(range(len(requests)))
-        done: asyncio.Queue[tuple[int, RerankResult] | BaseException | None] = asyncio.Queue()
-
-        async def slot() -> None:
-            try:
-                for i in todo:  # the shared iterator hands each index to one slot
-                    done.put_nowait((i, await self.run_one(requests[i])))
-            except asyncio.CancelledError:
-                raise
-            except BaseException as e:  # surfaced to the consumer, which stops the run
-                done.put_nowait(e)
-            finally:
-                done.put_nowait(None)
-
-        slots = [asyncio.create_task(slot()) for _ in range(min(self.in_flight, len(requests)))]
-        running = len(slots)
-        try:
-            while running:
-                item = await done.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-        finally:
-            for s in slots:
-                s.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
+    def __call__(self, requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
+        return fan_out(len(requests), self.in_flight, lambda i: self.run_one(requests[i]))
 
     async def run_one(self, request: RerankRequest) -> RerankResult:
         """Submit ``request`` (or find its earlier job) and wait for its result."""

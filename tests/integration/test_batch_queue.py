@@ -60,6 +60,12 @@ def env_for(svc: Service) -> dict[str, str]:
     return {**svc.env, "RERANKD_API_KEY": KEYS["alice"]}
 
 
+def run_cli(svc: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cli(svc, *args), cwd=REPO, env=env_for(svc), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def journal_lines(journal: Path) -> list[dict]:  # type: ignore[type-arg]
     if not journal.exists():
         return []
@@ -107,15 +113,7 @@ def test_queue_batch_spreads_over_both_workers_in_input_order(two_workers: Servi
     tag = f"spread{secrets.token_hex(3)}"
     qids = write_queries(tmp_path / "in.jsonl", tag, n=10, sleep_s=0.3)
     out = tmp_path / "run.trec"
-    proc = subprocess.run(
-        [*cli(svc, str(tmp_path / "in.jsonl"), "-o", str(out), "--concurrency", "3")],
-        cwd=REPO,
-        env=env_for(svc),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(svc, str(tmp_path / "in.jsonl"), "-o", str(out), "--concurrency", "3")
     assert "jobs on 2 workers" in proc.stderr, proc.stderr
     # Output in input order, each query a permutation of its candidates.
     lines = [ln.split() for ln in out.read_text().splitlines()]
@@ -165,15 +163,7 @@ def test_queue_batch_resumes_after_client_and_worker_are_killed(two_workers: Ser
 
     # 3. The same run uninterrupted, to another output path.
     clean = tmp_path / "clean.jsonl"
-    proc = subprocess.run(
-        cli(svc, str(tmp_path / "in.jsonl"), "-o", str(clean), "--format", "jsonl", "--concurrency", "3"),
-        cwd=REPO,
-        env=env_for(svc),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_cli(svc, str(tmp_path / "in.jsonl"), "-o", str(clean), "--format", "jsonl", "--concurrency", "3")
 
     def rankings(path: Path) -> list[tuple[str, list[str]]]:
         rows = [json.loads(ln) for ln in path.read_text().splitlines()]
