@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--strategy", choices=("icr", "first"), default="icr")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--max-words", type=int, default=64, help="ICR: words kept per passage (CPU time)")
+    ap.add_argument("--doc-order", choices=("first_stage", "reversed"), default=None, help="ICR passage order")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--lr", type=float, default=None, help="refit learning rate (default: refit_query's)")
@@ -196,7 +197,8 @@ def main() -> None:
     dense = [retrieve(query_vecs[i], corpus_vecs, args.depth) for i in range(len(qids))]
 
     if args.strategy == "icr":
-        cfg: ICRConfig | FirstConfig = ICRConfig(max_words_per_passage=args.max_words)
+        order = {"doc_order": args.doc_order} if args.doc_order else {}
+        cfg: ICRConfig | FirstConfig = ICRConfig(max_words_per_passage=args.max_words, **order)
     else:
         cfg = FirstConfig(window_size=args.rerank_top, stride=args.rerank_top // 2)
     requests = [
@@ -212,7 +214,8 @@ def main() -> None:
     ]
     req_hash = hashlib.sha256("\n".join(r.model_dump_json() for r in requests).encode()).hexdigest()
     settings = {"bench": "scifact-feedback", "requests": req_hash, "model": args.model, "dtype": args.dtype}
-    out = args.cache / f"rerank-{args.strategy}-{args.model}-top{args.rerank_top}-w{args.max_words}.jsonl"
+    variant = f"-{cfg.doc_order}" if isinstance(cfg, ICRConfig) and cfg.doc_order != "first_stage" else ""
+    out = args.cache / f"rerank-{args.strategy}-{args.model}-top{args.rerank_top}-w{args.max_words}{variant}.jsonl"
     limit = min(args.limit, len(requests))
     if args.no_rerank:  # read-only: safe while another bench process is reranking
         jpath = journal_path(out)
