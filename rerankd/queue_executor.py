@@ -29,7 +29,7 @@ import json
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,8 +104,13 @@ class QueueExecutor:
         qid = request.query.qid
         last_error = ""
         for attempt in range(self.max_resubmits + 1):
-            job = await self._submit(request, self.idempotency_key(request, attempt))
-            job = await self._wait(job)
+            try:
+                job = await self._submit(request, self.idempotency_key(request, attempt))
+                job = await self._wait(job)
+            except _Gone as e:  # the job of this key expired on the server
+                last_error = str(e)
+                log.warning("query %r: %s", qid, last_error)
+                continue
             status = job["status"]
             if status == "succeeded":
                 try:
@@ -121,7 +126,9 @@ class QueueExecutor:
             if code in PERMANENT_CODES or status == "cancelled":
                 raise QueueJobError(f"query {qid!r}: job {job['id']} {status} ({code}): {message}")
             last_error = f"job {job['id']} {status} ({code}): {message}"
-            log.warning("query %r: %s; submitting again (%d of %d)", qid, last_error, attempt + 1, self.max_resubmits)
+            if attempt < self.max_resubmits:
+                n, most = attempt + 1, self.max_resubmits
+                log.warning("query %r: %s; submitting again (%d of %d)", qid, last_error, n, most)
         raise QueueJobError(f"query {qid!r}: failed {self.max_resubmits + 1} times; last: {last_error}")
 
     async def _submit(self, request: RerankRequest, key: str) -> dict[str, Any]:
@@ -133,6 +140,8 @@ class QueueExecutor:
             )
             if resp.status_code in RETRYABLE_STATUS:
                 raise _Transient(resp.status_code, _message(resp), _retry_after(resp))
+            if resp.status_code == 404 and _code(resp) == "idempotency_key_expired":
+                raise _Gone(f"the job of Idempotency-Key {key} has expired: {_message(resp)}")
             if resp.status_code >= 400:
                 raise RerankdError(resp.status_code, _message(resp))
             if resp.headers.get("Idempotent-Replayed") == "true":
@@ -151,6 +160,8 @@ class QueueExecutor:
             resp = await self.client.http.get(f"/v1/jobs/{job_id}")
             if resp.status_code in RETRYABLE_STATUS:
                 raise _Transient(resp.status_code, _message(resp), _retry_after(resp))
+            if resp.status_code == 404:
+                raise _Gone(f"job {job_id} has expired on the server: {_message(resp)}")
             if resp.status_code >= 400:
                 raise RerankdError(resp.status_code, _message(resp))
             return dict(resp.json())
@@ -163,15 +174,14 @@ class QueueExecutor:
             job = await self._patiently(get, f"polling job {job_id}")
         return job
 
-    async def _patiently(self, call: Any, what: str) -> dict[str, Any]:
+    async def _patiently(self, call: Callable[[], Awaitable[dict[str, Any]]], what: str) -> dict[str, Any]:
         """``call()`` retried on transient errors until ``patience_s`` has passed."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.patience_s
         backoff = 0.5
         while True:
             try:
-                result: dict[str, Any] = await call()
-                return result
+                return await call()
             except (_Transient, httpx.TransportError) as e:
                 if loop.time() > give_up:
                     raise QueueJobError(f"{what}: the service kept failing for {self.patience_s:g}s: {e}") from e
@@ -180,6 +190,10 @@ class QueueExecutor:
                 log.info("%s: %s; retrying in %.1fs", what, e, wait)
                 await asyncio.sleep(wait)
                 backoff = min(backoff * 2, 10.0)
+
+
+class _Gone(Exception):
+    """The job behind a key or id no longer exists (expired): submit under the next key."""
 
 
 class _Transient(Exception):
@@ -200,6 +214,14 @@ def _message(resp: httpx.Response) -> str:
         return str(resp.json().get("message", resp.text))
     except ValueError:
         return resp.text
+
+
+def _code(resp: httpx.Response) -> str | None:
+    try:
+        code = resp.json().get("code")
+    except ValueError:
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

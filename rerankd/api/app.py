@@ -183,7 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"message": exc.message}, status_code=exc.status, headers=exc.headers)
+        body = {"message": exc.message} if exc.code is None else {"message": exc.message, "code": exc.code}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -345,7 +346,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if created.outcome == "existing":
             record = await svc.store.get(created.job_id)
             if record is None:
-                raise ApiError(404, f"job {created.job_id} of this Idempotency-Key has expired")
+                raise ApiError(
+                    404, f"job {created.job_id} of this Idempotency-Key has expired", code="idempotency_key_expired"
+                )
             return JSONResponse(record.public(), status_code=202, headers={**headers, "Idempotent-Replayed": "true"})
         record = await svc.store.get(job_id)
         assert record is not None

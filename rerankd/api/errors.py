@@ -6,13 +6,17 @@ from collections.abc import Mapping
 
 
 class ApiError(Exception):
-    """An error answered as ``status`` with ``{"message": message}``."""
+    """An error answered as ``status`` with ``{"message": message}`` (and ``"code"`` when set:
+    a stable name clients can act on)."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.code = code
 
 
 class LimitError(ApiError):

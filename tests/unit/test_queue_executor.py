@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rerankd.client import AsyncClient
+from rerankd.client import AsyncClient, RerankdError
 from rerankd.queue_executor import QueueExecutor, QueueJobError
 from rerankd.types import Candidate, Query, RerankRequest
 
@@ -35,17 +35,25 @@ def result(req: dict[str, Any]) -> dict[str, Any]:
 class FakeService:
     """Jobs keyed by Idempotency-Key; ``script`` maps a key suffix to the job's final state."""
 
-    def __init__(self, fail_keys: dict[str, tuple[str, str]] | None = None, busy_posts: int = 0) -> None:
+    def __init__(
+        self, fail_keys: dict[str, tuple[str, str]] | None = None, busy_posts: int = 0, expired: str = ""
+    ) -> None:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.by_key: dict[str, str] = {}
         self.fail_keys = fail_keys or {}
         self.busy_posts = busy_posts
+        self.expired = expired  # keys ending so answer like a key whose job expired
         self.posts: list[str] = []
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         if req.method == "POST":
             key = req.headers["Idempotency-Key"]
             self.posts.append(key)
+            if self.expired and key.endswith(self.expired):
+                body = {"message": "job job_x of this Idempotency-Key has expired", "code": "idempotency_key_expired"}
+                return httpx.Response(404, json=body)
+            if req.url.params.get("model") == "nope" or json.loads(req.content).get("model") == "nope":
+                return httpx.Response(404, json={"message": "unknown model 'nope'; known: tiny"})
             if self.busy_posts:
                 self.busy_posts -= 1
                 return httpx.Response(503, json={"message": "queue full"}, headers={"Retry-After": "0.01"})
@@ -135,6 +143,20 @@ def test_invalid_request_fails_at_once_with_the_servers_message() -> None:
     svc = FakeService(fail_keys={"-0": ("invalid_request", "candidates: at most 30 documents")})
     with pytest.raises(QueueJobError, match=r"invalid_request.*at most 30 documents"):
         run(make(svc), [request("q0")])
+    assert len(svc.posts) == 1
+
+
+def test_a_key_whose_job_expired_moves_on_to_the_next_key() -> None:
+    svc = FakeService(expired="-0")
+    out = run(make(svc), [request("q0")])
+    assert out[0] == ["q0-d2", "q0-d1", "q0-d0"]
+    assert [k.rsplit("-", 1)[1] for k in svc.posts] == ["0", "1"]
+
+
+def test_other_client_errors_stop_at_once() -> None:
+    svc = FakeService()
+    with pytest.raises(RerankdError, match="unknown model 'nope'"):
+        run(make(svc, model="nope"), [request("q0")])
     assert len(svc.posts) == 1
 
 
