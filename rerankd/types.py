@@ -93,7 +93,7 @@ class ICRConfig(BaseModel):
 
     name: Literal["icr"] = "icr"
     calibration: Literal["masked_na", "na", "none"] = "masked_na"
-    doc_order: Literal["first_stage", "reversed"] = "first_stage"
+    doc_order: Literal["first_stage", "reversed"] = "reversed"
     max_words_per_passage: int = Field(default=300, ge=1)
 
 

@@ -15,10 +15,10 @@ overlapping its character span; per calibration mode its score is
   attentions (sample std).  This drops the outlier tokens the N/A query attends far more
   than the real one does (e.g. attention sinks such as the ``[i]`` marker or punctuation).
 
-Passages are ranked by score, ties by first-stage rank.  ``doc_order="first_stage"`` (the
-default) lists them in first-stage order; ``"reversed"`` puts the best first-stage passage last,
-nearest the query, as OSU's BEIR runs (``--reverse_doc_order``).  With the small models rerankd
-runs on CPU, first-stage order is far better (``bench/icr_ablation.py``; docs/strategies.md).
+Passages are ranked by score, ties by first-stage rank.  ``doc_order="reversed"`` (the
+default) puts the best first-stage passage last, nearest the query, as OSU's BEIR runs
+(``--reverse_doc_order``); ``"first_stage"`` lists them in first-stage order.  Which is better
+depends on the model (``bench/icr_ablation.py``; docs/strategies.md).
 
 Prompts over ``engine.context_size`` are scored in chunks; no passage is dropped.  The
 candidates are dealt round-robin in first-stage order into the fewest chunks that fit, so

@@ -240,9 +240,9 @@ def test_chunks_when_the_prompt_does_not_fit() -> None:
 def test_plan_chunks_single_prompt_when_it_fits() -> None:
     req = make_request(["a b", "c d"])
     chunks, total = plan_chunks(req, WordTokenizer(), 10_000)
-    assert len(chunks) == 1 and chunks[0][0] == [0, 1] and total > 0  # first-stage order by default
-    chunks, _ = plan_chunks(make_request(["a b", "c d"], doc_order="reversed"), WordTokenizer(), 10_000)
-    assert chunks[0][0] == [1, 0]
+    assert len(chunks) == 1 and chunks[0][0] == [1, 0] and total > 0  # reversed by default
+    chunks, _ = plan_chunks(make_request(["a b", "c d"], doc_order="first_stage"), WordTokenizer(), 10_000)
+    assert chunks[0][0] == [0, 1]
 
 
 def test_passage_too_long_for_any_chunk() -> None:
