@@ -32,22 +32,27 @@ class RerankdError(RuntimeError):
         self.message = message
 
 
+def error_message(resp: httpx.Response) -> str:
+    """The ``message`` of an API error answer (the raw text when it is not JSON)."""
+    try:
+        return str(resp.json().get("message", resp.text))
+    except (ValueError, AttributeError):
+        return resp.text
+
+
 def _check(resp: httpx.Response) -> Any:
     if resp.status_code >= 400:
-        try:
-            message = resp.json().get("message", resp.text)
-        except ValueError:
-            message = resp.text
-        raise RerankdError(resp.status_code, message)
+        raise RerankdError(resp.status_code, error_message(resp))
     return resp.json()
 
 
-def _job_body(
+def job_body(
     request: RerankRequest | dict[str, Any],
     model: str | None,
     callback_url: str | None,
     deadline_s: float | None,
 ) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body of ``request`` (only the fields it sets) plus the job options."""
     body = request.model_dump(mode="json", exclude_unset=True) if isinstance(request, RerankRequest) else dict(request)
     if isinstance(request, RerankRequest) and "strategy" in request.model_fields_set:
         body["strategy"] = request.strategy.model_dump(mode="json")
@@ -114,7 +119,7 @@ class Client:
     ) -> dict[str, Any]:
         """Queue a job (``POST /v1/jobs``); returns the job (``id``, ``status``...)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = _job_body(request, model, callback_url, deadline_s)
+        body = job_body(request, model, callback_url, deadline_s)
         return dict(_check(self.http.post("/v1/jobs", json=body, headers=headers)))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
@@ -170,7 +175,7 @@ class AsyncClient:
         deadline_s: float | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        body = _job_body(request, model, callback_url, deadline_s)
+        body = job_body(request, model, callback_url, deadline_s)
         return dict(_check(await self.http.post("/v1/jobs", json=body, headers=headers)))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:

@@ -24,8 +24,6 @@ Nothing is lost or done twice across crashes:
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 from collections import Counter
@@ -37,7 +35,8 @@ import httpx
 from pydantic import ValidationError
 
 from rerankd.batch import fan_out
-from rerankd.client import AsyncClient, RerankdError
+from rerankd.client import AsyncClient, RerankdError, error_message, job_body
+from rerankd.jobs import body_hash
 from rerankd.types import RerankRequest, RerankResult
 
 __all__ = ["QueueExecutor", "QueueJobError"]
@@ -52,12 +51,6 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 class QueueJobError(RuntimeError):
     """A query whose job cannot succeed (bad request, cancelled, or failed too often)."""
-
-
-def _request_digest(request: RerankRequest) -> str:
-    body = request.model_dump(mode="json")
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass
@@ -79,8 +72,6 @@ class QueueExecutor:
     job_timeout_s: float = 3600.0
     workers: Counter[str] = field(default_factory=Counter)
     """How many of this run's jobs each worker finished (filled as results arrive)."""
-    job_ids: dict[str, str] = field(default_factory=dict)
-    """qid -> id of the job that produced its result."""
     replayed: int = 0
     """Jobs the server already had for our idempotency key (submitted by an earlier run)."""
 
@@ -94,7 +85,7 @@ class QueueExecutor:
 
     def idempotency_key(self, request: RerankRequest, attempt: int) -> str:
         """The job key of ``request``'s ``attempt``-th submission in this run."""
-        return f"rerankd-batch-{self.run_id}-{_request_digest(request)}-{attempt}"
+        return f"rerankd-batch-{self.run_id}-{body_hash(request.model_dump(mode='json'))[:32]}-{attempt}"
 
     def __call__(self, requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
         return fan_out(len(requests), self.in_flight, lambda i: self.run_one(requests[i]))
@@ -118,8 +109,6 @@ class QueueExecutor:
                 except ValidationError as e:
                     raise QueueJobError(f"query {qid!r}: job {job['id']} returned an invalid result: {e}") from e
                 self.workers[str(job.get("worker") or "?")] += 1
-                if qid is not None:
-                    self.job_ids[qid] = job["id"]
                 return result
             error = job.get("error") or {}
             code, message = error.get("code"), error.get("message") or status
@@ -135,15 +124,15 @@ class QueueExecutor:
         async def call() -> dict[str, Any]:
             resp = await self.client.http.post(
                 "/v1/jobs",
-                json=_job_body(request, self.model),
+                json=job_body(request, self.model, None, None),
                 headers={"Idempotency-Key": key},
             )
             if resp.status_code in RETRYABLE_STATUS:
-                raise _Transient(resp.status_code, _message(resp), _retry_after(resp))
+                raise _Transient(resp.status_code, error_message(resp), _retry_after(resp))
             if resp.status_code == 404 and _code(resp) == "idempotency_key_expired":
-                raise _Gone(f"the job of Idempotency-Key {key} has expired: {_message(resp)}")
+                raise _Gone(f"the job of Idempotency-Key {key} has expired: {error_message(resp)}")
             if resp.status_code >= 400:
-                raise RerankdError(resp.status_code, _message(resp))
+                raise RerankdError(resp.status_code, error_message(resp))
             if resp.headers.get("Idempotent-Replayed") == "true":
                 self.replayed += 1
             return dict(resp.json())
@@ -159,11 +148,11 @@ class QueueExecutor:
         async def get() -> dict[str, Any]:
             resp = await self.client.http.get(f"/v1/jobs/{job_id}")
             if resp.status_code in RETRYABLE_STATUS:
-                raise _Transient(resp.status_code, _message(resp), _retry_after(resp))
+                raise _Transient(resp.status_code, error_message(resp), _retry_after(resp))
             if resp.status_code == 404:
-                raise _Gone(f"job {job_id} has expired on the server: {_message(resp)}")
+                raise _Gone(f"job {job_id} has expired on the server: {error_message(resp)}")
             if resp.status_code >= 400:
-                raise RerankdError(resp.status_code, _message(resp))
+                raise RerankdError(resp.status_code, error_message(resp))
             return dict(resp.json())
 
         while job["status"] not in ("succeeded", "failed", "cancelled", "expired"):
@@ -200,20 +189,6 @@ class _Transient(Exception):
     def __init__(self, status: int, message: str, retry_after: float | None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.retry_after = retry_after
-
-
-def _job_body(request: RerankRequest, model: str | None) -> dict[str, Any]:
-    body = request.model_dump(mode="json")
-    if model is not None:
-        body["model"] = model
-    return body
-
-
-def _message(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json().get("message", resp.text))
-    except ValueError:
-        return resp.text
 
 
 def _code(resp: httpx.Response) -> str | None:

@@ -205,8 +205,5 @@ def apply_feedback(request: RerankRequest, result: RerankResult) -> RerankResult
     )
     norms = float(np.linalg.norm(q0) * np.linalg.norm(q1))
     cosine = float(q0 @ q1 / norms) if norms > 0 else 0.0
-    out = result.model_copy(deep=True)
-    out.feedback = FeedbackResult(
-        query_vector=[float(x) for x in q1], shift=float(np.linalg.norm(q1 - q0)), cosine=cosine
-    )
-    return out
+    feedback = FeedbackResult(query_vector=[float(x) for x in q1], shift=float(np.linalg.norm(q1 - q0)), cosine=cosine)
+    return result.model_copy(update={"feedback": feedback})
