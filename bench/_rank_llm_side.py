@@ -9,8 +9,12 @@ It imports rank_llm (``rank-llm[openai]==0.26.0``), never rerankd.  Two commands
             ``--top-k`` candidates of every query with ``SafeOpenai`` (sliding window, Responses
             API of the server at ``--base-url``), ``--batch-size`` queries at once (rank_llm's own
             thread pool), and writes ``{"wall_s", "results": [{"qid", "docids", "calls",
-            "prompt_tokens", "completion_tokens"}]}`` to ``--output``.  ``wall_s`` covers
-            ``rerank_batch`` only (not Python start-up or imports).
+            "prompt_tokens", "completion_tokens", "windows": [{"messages", "response",
+            "output_tokens"}]}]}`` to ``--output``.  ``wall_s`` covers ``rerank_batch`` only (not
+            Python start-up or imports).
+``parse``   stdin ``[{"text", "n"}]``; stdout, for each, the 0-based order rank_llm's
+            ``receive_permutation`` makes of ``text`` over a window of ``n`` passages
+            (``--alpha``: alphabetic identifiers, as with rank_llm's ``use_alpha``).
 """
 
 from __future__ import annotations
@@ -76,6 +80,24 @@ def render(args: argparse.Namespace) -> None:
     json.dump(messages, sys.stdout)
 
 
+def parse(args: argparse.Namespace) -> None:
+    from rank_llm.data import Candidate, Query, Result
+
+    data = json.load(sys.stdin)
+    args.model, args.context_size, args.batch_size = "parse-only", 1_000_000, 1
+    with contextlib.redirect_stdout(sys.stderr):
+        reranker = _reranker(args)
+        reranker._use_alpha = args.alpha  # SafeOpenai takes no use_alpha argument
+        orders = []
+        for item in data:
+            n = int(item["n"])
+            cands = [Candidate(docid=str(i), score=0.0, doc={"text": ""}) for i in range(n)]
+            result = Result(query=Query(text="", qid="q"), candidates=cands, invocations_history=[])
+            result = reranker.receive_permutation(result, item["text"], 0, n)
+            orders.append([int(c.docid) for c in result.candidates])
+    json.dump(orders, sys.stdout)
+
+
 def rerank(args: argparse.Namespace) -> None:
     items = json.loads(Path(args.input).read_text())
     requests = [_request(it, args.top_k) for it in items]
@@ -93,6 +115,10 @@ def rerank(args: argparse.Namespace) -> None:
                 "calls": len(res.invocations_history or []),
                 "prompt_tokens": sum(int(i.input_token_count or 0) for i in res.invocations_history or []),
                 "completion_tokens": sum(int(i.output_token_count or 0) for i in res.invocations_history or []),
+                "windows": [
+                    {"messages": i.prompt, "response": i.response, "output_tokens": int(i.output_token_count or 0)}
+                    for i in res.invocations_history or []
+                ],
             }
             for res in results
         ],
@@ -103,7 +129,7 @@ def rerank(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("render", "rerank"):
+    for name in ("render", "rerank", "parse"):
         p = sub.add_parser(name)
         p.add_argument("--window-size", type=int, default=20)
         p.add_argument("--stride", type=int, default=10)
@@ -115,10 +141,12 @@ def main() -> None:
             p.add_argument("--context-size", type=int, required=True)
             p.add_argument("--batch-size", type=int, default=1)
             p.add_argument("--top-k", type=int, default=None)
+        if name == "parse":
+            p.add_argument("--alpha", action="store_true")
     args = parser.parse_args()
-    if args.command == "render":
+    if args.command in ("render", "parse"):
         args.base_url = None
-        render(args)
+        render(args) if args.command == "render" else parse(args)
     else:
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
         rerank(args)

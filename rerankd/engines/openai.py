@@ -101,10 +101,12 @@ class OpenAISettings:
     """Requests in flight at once per event loop (the server batches them)."""
     max_attempts: int = 6
     """Attempts per request, the first included."""
-    deadline_s: float = 300.0
+    deadline_s: float = 1800.0
     """Total time per request, attempts and waits included."""
-    request_timeout_s: float = 120.0
-    """Cap on one attempt."""
+    request_timeout_s: float = 600.0
+    """Cap on one attempt (the OpenAI SDK's default).  It includes the time the request waits in
+    the server's queue: a shorter cap makes a busy slow server (8 long prompts on 2 CPU cores)
+    abandon and redo work it was about to finish."""
     initial_backoff_s: float = 0.5
     """Base of the first retry wait (then doubling, jittered)."""
     max_backoff_s: float = 30.0

@@ -25,7 +25,7 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     usage = Usage()
     warnings: list[str] = []
     passages = [Passage(text=c.text, title=c.title) for c in request.candidates]
-    order = await rank_window(engine, cfg.prompt, request.query.text, passages, usage, warnings, "full")
+    order = await rank_window(engine, cfg, request.query.text, passages, usage, warnings, "full")
     return build_result(
         request,
         order,

@@ -13,27 +13,32 @@ from rerankd.engines.base import Capability, Engine, require
 from rerankd.prompts import Passage, fit_prompt, get_template
 from rerankd.strategies.common import build_result, window_spans
 from rerankd.strategies.parsing import parse_permutation
-from rerankd.types import RerankRequest, RerankResult, SlidingWindowConfig, Usage
+from rerankd.types import FullRankingConfig, RerankRequest, RerankResult, SlidingWindowConfig, Usage
 
 
 async def rank_window(
     engine: Engine,
-    prompt: str,
+    cfg: SlidingWindowConfig | FullRankingConfig,
     query: str,
     passages: list[Passage],
     usage: Usage,
     warnings: list[str],
     label: str,
 ) -> list[int]:
-    """Rank one window by generation; returns a permutation of ``range(len(passages))``."""
-    template = get_template(prompt)
-    budget = template.output_budget(len(passages), engine.tokenizer)
+    """Rank one window by generation with ``cfg``'s prompt, parser and budget.
+
+    Returns a permutation of ``range(len(passages))``.  The generation budget is
+    ``cfg.max_output_tokens`` or, when ``None``, the tokens of a full permutation of the window
+    (a model that writes one needs no more).
+    """
+    template = get_template(cfg.prompt)
+    budget = cfg.max_output_tokens or template.output_budget(len(passages), engine.tokenizer)
     fitted = fit_prompt(template, query, passages, engine.tokenizer, engine.context_size, budget)
     if fitted.truncated:
         warnings.append(f"{label}: passages cut to fit the context")
     gen = (await engine.generate([fitted.messages], max_tokens=budget))[0]
     usage.add(gen.prompt_tokens, gen.completion_tokens, 1)
-    parsed = parse_permutation(gen.text, len(passages), template.identifier)
+    parsed = parse_permutation(gen.text, len(passages), template.identifier, cfg.parser)
     warnings.extend(f"{label}: {r}" for r in parsed.repairs)
     return parsed.order
 
@@ -52,7 +57,7 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
             window = order[start:end]
             passages = [Passage(text=cands[i].text, title=cands[i].title) for i in window]
             label = f"pass {p + 1} window {start + 1}-{end}"
-            local = await rank_window(engine, cfg.prompt, request.query.text, passages, usage, warnings, label)
+            local = await rank_window(engine, cfg, request.query.text, passages, usage, warnings, label)
             order[start:end] = [window[i] for i in local]
     return build_result(
         request,

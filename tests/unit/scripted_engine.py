@@ -62,9 +62,11 @@ class ScriptedEngine:
         self.generate_calls = 0
         self.logprob_calls = 0
         self.prompts: list[str] = []
+        self.max_tokens: list[int] = []
 
     async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         out = []
+        self.max_tokens.append(max_tokens)
         for msgs in prompts:
             self.generate_calls += 1
             text = "\n".join(m.content for m in msgs)

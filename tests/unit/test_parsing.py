@@ -1,7 +1,13 @@
+import json
+from pathlib import Path
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rerankd.strategies.parsing import parse_permutation
+
+GOLDEN = json.loads((Path(__file__).parent / "data" / "rank_llm_parse_golden.json").read_text())["cases"]
 
 
 def test_clean_numeric() -> None:
@@ -69,3 +75,32 @@ def test_generated_like_outputs_give_a_permutation(ids: list[int], n: int, sep: 
     assert sorted(parse_permutation(text, n).order) == list(range(n))
     alpha = sep.join(f"[{chr(ord('A') + (i % 26))}]" for i in ids)
     assert sorted(parse_permutation(alpha, n, "alpha").order) == list(range(n))
+
+
+# --------------------------------------------------------------------------- rule "rank_llm"
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=lambda c: repr(c["text"][:30]))
+def test_rank_llm_rule_matches_rank_llm(case: dict) -> None:
+    """Orders recorded from rank_llm 0.26 itself (real generations and edge cases)."""
+    got = parse_permutation(case["text"], case["n"], case["kind"], "rank_llm").order
+    assert got == case["rank_llm_order"]
+
+
+def test_rules_differ_on_numbers_in_prose() -> None:
+    text = "[1] 5. Cancel. A flea can live up to a year.\n[2] 1. The life cycle"
+    assert parse_permutation(text, 20).order[:3] == [0, 1, 2]
+    assert parse_permutation(text, 20, rule="rank_llm").order[:3] == [0, 4, 1]
+
+
+def test_rank_llm_rule_keeps_order_on_unreadable_digits() -> None:
+    p = parse_permutation("\u24ea > [3] > [1]", 3, rule="rank_llm")
+    assert p.order == [0, 1, 2]
+    assert p.repairs == ["unreadable digits: window order kept"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), n=st.integers(min_value=0, max_value=40), alpha=st.booleans())
+def test_rank_llm_rule_gives_a_permutation(text: str, n: int, alpha: bool) -> None:
+    kind = "alpha" if alpha else "numeric"
+    assert sorted(parse_permutation(text, n, kind, "rank_llm").order) == list(range(n))

@@ -138,3 +138,26 @@ def test_top_n_truncates_result() -> None:
     req = make_request(12, SlidingWindowConfig()).model_copy(update={"top_n": 3})
     res = run(rerank(req, ScriptedEngine()))
     assert res.docids == ["d11", "d10", "d9"]
+
+
+def test_max_output_tokens_sets_the_generation_budget() -> None:
+    eng = ScriptedEngine()
+    run(rerank(make_request(40, SlidingWindowConfig()), eng))
+    exact = eng.max_tokens[0]
+    assert exact > 0 and set(eng.max_tokens) == {exact}  # a full permutation of 20 ids
+    eng = ScriptedEngine()
+    run(rerank(make_request(40, SlidingWindowConfig(max_output_tokens=256)), eng))
+    assert eng.max_tokens == [256, 256, 256]
+    eng = ScriptedEngine()
+    run(rerank(make_request(10, FullRankingConfig(max_output_tokens=7)), eng))
+    assert eng.max_tokens == [7]
+
+
+def test_parser_setting_reaches_the_parse() -> None:
+    answer = "[1] 5. Cancel, see 3"
+    bracketed = run(rerank(make_request(6, SlidingWindowConfig()), ScriptedEngine(respond=lambda _p: answer)))
+    digits = run(
+        rerank(make_request(6, SlidingWindowConfig(parser="rank_llm")), ScriptedEngine(respond=lambda _p: answer))
+    )
+    assert bracketed.docids[:3] == ["d0", "d1", "d2"]
+    assert digits.docids[:3] == ["d0", "d4", "d2"]

@@ -4,6 +4,7 @@ from pydantic import TypeAdapter, ValidationError
 from rerankd.types import (
     Candidate,
     FirstConfig,
+    FullRankingConfig,
     Query,
     RerankRequest,
     SlidingWindowConfig,
@@ -64,3 +65,13 @@ def test_defaults_are_not_shared() -> None:
     a = RerankRequest(query=Query(text="q"), candidates=[Candidate(docid="a", text="x")])
     b = RerankRequest(query=Query(text="q"), candidates=[Candidate(docid="a", text="x")])
     assert a.strategy is not b.strategy
+
+
+def test_generation_settings_are_validated() -> None:
+    with pytest.raises(ValidationError, match="max_output_tokens"):
+        SlidingWindowConfig(max_output_tokens=0)
+    with pytest.raises(ValidationError, match="max_output_tokens"):
+        FullRankingConfig(max_output_tokens=10**6)
+    with pytest.raises(ValidationError, match="parser"):
+        SlidingWindowConfig(parser="regex")  # type: ignore[arg-type]
+    assert SlidingWindowConfig().parser == "bracketed" and SlidingWindowConfig().max_output_tokens is None
