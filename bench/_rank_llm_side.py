@@ -144,9 +144,12 @@ def main() -> None:
         if name == "parse":
             p.add_argument("--alpha", action="store_true")
     args = parser.parse_args()
-    if args.command in ("render", "parse"):
+    if args.command == "render":
         args.base_url = None
-        render(args) if args.command == "render" else parse(args)
+        render(args)
+    elif args.command == "parse":
+        args.base_url = None
+        parse(args)
     else:
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
         rerank(args)

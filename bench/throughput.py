@@ -322,7 +322,7 @@ async def explain(engine: Any, rank_llm_run: Run, args: argparse.Namespace) -> N
         elif ts != tb:
             key = "budget: G's tokens past rerankd's budget change rank_llm's order"
         else:
-            key = "parser on g"
+            key = "parser: rerankd and rank_llm parse g differently"
         classes[key] = classes.get(key, 0) + 1
     print(f"\nwindow-by-window (rank_llm's {len(windows)} windows re-run by rerankd, budget {budget} tokens; "
           f"rank_llm's responses: median {sorted(lengths)[len(lengths) // 2]} tokens, "
@@ -331,7 +331,7 @@ async def explain(engine: Any, rank_llm_run: Run, args: argparse.Namespace) -> N
         print(f"  {v:>4}  {k}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        (args.out.parent / "throughput-windows.json").write_text(json.dumps([
+        args.out.with_suffix(".windows.json").write_text(json.dumps([
             {"G": w["response"], "g": g.text, "rank_llm_G": tb,
              "rerankd_g": parse_permutation(g.text, n, "numeric", args.parser).order}
             for w, g, tb in zip(windows, gens, theirs_big, strict=True)
