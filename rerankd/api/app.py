@@ -448,7 +448,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             submitted[key] = submitted.get(key, 0) + 1
         created_at = time.time()
         await svc.store.create_many(jobs, ttl_s=settings.job_ttl_s)
-        await svc.store.create_batch(
+        await svc.store.batches.create(
             batch_id,
             owner,
             [j for j, _, _ in jobs],
@@ -463,7 +463,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(out, status_code=202, headers={"Location": f"/v1/batches/{batch_id}"})
 
     async def batch_status(batch_id: str, owner: str) -> dict[str, Any]:
-        found = await svc.store.get_batch(batch_id)
+        found = await svc.store.batches.get(batch_id)
         if found is None or found[0].get("owner") != owner:
             raise ApiError(404, f"no batch {batch_id!r}")
         meta, items = found
@@ -491,7 +491,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Cancel every job of a batch that has not finished."""
         owner = svc.auth.owner(request)
         await batch_status(batch_id, owner)
-        found = await svc.store.get_batch(batch_id)
+        found = await svc.store.batches.get(batch_id)
         assert found is not None
         for job_id in found[1]:
             await svc.store.cancel(job_id, owner)
@@ -507,7 +507,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 409,
                 f"batch {batch_id} is in progress: {status['finished']} of {status['total']} jobs finished",
             )
-        found = await svc.store.get_batch(batch_id)
+        found = await svc.store.batches.get(batch_id)
         assert found is not None
         out: list[dict[str, Any]] = []
         for job_id, record in zip(found[1], await svc.store.get_many(found[1]), strict=False):
@@ -546,7 +546,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """200 when Redis answers and at least one worker is alive; 503 otherwise."""
         try:
             await svc.store.r.ping()
-            workers = await svc.store.live_workers()
+            workers = await svc.store.workers.live()
             depths = {
                 svc.settings.queue_for(m): await svc.store.queue_depth(svc.settings.queue_for(m))
                 for m in settings.served_models()

@@ -95,7 +95,7 @@ def _families(
 async def render(store: JobStore, queues: Iterable[str]) -> bytes:
     """The Prometheus exposition text of the global metrics."""
     counters, histograms = await store.read_metrics()
-    workers = await store.live_workers()
+    workers = await store.workers.live()
     names = set(queues) | {w["queue"] for w in workers if "queue" in w}
     depths: dict[str, Any] = {}
     for q in sorted(names):

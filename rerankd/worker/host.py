@@ -125,7 +125,7 @@ class EngineHost:
             await asyncio.wait(pending, timeout=5.0)
         if self._store is not None:
             with contextlib.suppress(Exception):
-                await self._store.remove_worker(self.worker_id)
+                await self._store.workers.remove(self.worker_id)
             await self._store.aclose()
         if self.engine is not None:
             await self.engine.aclose()
@@ -306,7 +306,7 @@ class EngineHost:
                         self._stop_local(job_id, "lost")
                     elif state == 1:
                         self._stop_local(job_id, "cancelled")
-                await self.store.heartbeat(
+                await self.store.workers.heartbeat(
                     self.worker_id,
                     {
                         **info,

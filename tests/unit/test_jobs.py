@@ -208,7 +208,7 @@ async def test_metrics_round_trip(store: JobStore) -> None:
     for v in (0.0005, 0.3, 1000.0):
         m.observe("job_run_seconds", {"model": "m", "strategy": "s"}, v)
     await store.flush_metrics(m)
-    await store.heartbeat("w1", {"model": "m", "queue": f"{store.prefix}.m", "running": "2"}, ttl_s=5)
+    await store.workers.heartbeat("w1", {"model": "m", "queue": f"{store.prefix}.m", "running": "2"}, ttl_s=5)
     text = (await render(store, [f"{store.prefix}.m"])).decode()
     assert 'rerankd_jobs_finished_total{model="m",status="succeeded",strategy="s"} 3.0' in text
     assert 'rerankd_job_run_seconds_bucket{le="0.001",model="m",strategy="s"} 1.0' in text
@@ -217,8 +217,8 @@ async def test_metrics_round_trip(store: JobStore) -> None:
     assert 'rerankd_job_run_seconds_count{model="m",strategy="s"} 3.0' in text
     assert 'rerankd_workers{model="m"} 1.0' in text and 'rerankd_jobs_running{model="m"} 2.0' in text
     assert f'rerankd_queue_depth{{queue="{store.prefix}.m"}} 0.0' in text
-    await store.remove_worker("w1")
-    assert await store.live_workers() == []
+    await store.workers.remove("w1")
+    assert await store.workers.live() == []
 
 
 async def test_create_pushes_the_celery_message_atomically(store: JobStore, redis_url: str) -> None:

@@ -1,0 +1,34 @@
+-- include: now fmt terminate
+-- KEYS: job, log ; ARGV: worker, lease_s, default_max_attempts, events_channel
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'queued' and st ~= 'running' then return {'done', st} end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  terminate('cancelled', 'cancelled', 'cancelled on request')
+  return {'cancelled'}
+end
+local att = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+local maxa = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or ARGV[3])
+if st == 'queued' then
+  local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
+  if exp and now > exp then
+    terminate('expired', 'expired', 'not started before its wait deadline')
+    return {'expired'}
+  end
+else
+  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  if lease > now then return {'busy', fmt(lease - now)} end
+  if att >= maxa then
+    terminate('failed', 'worker_lost', string.format(
+      'worker lost during attempt %d of %d; giving up (max attempts %d)', att, maxa, maxa))
+    return {'exhausted'}
+  end
+  redis.call('RPUSH', KEYS[2], fmt(now) .. ' lost ' .. (redis.call('HGET', KEYS[1], 'worker') or ''))
+end
+att = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', fmt(now),
+           'lease_until', fmt(now + tonumber(ARGV[2])))
+redis.call('RPUSH', KEYS[2], fmt(now) .. ' running ' .. ARGV[1] .. ' attempt ' .. att)
+local f = redis.call('HMGET', KEYS[1], 'request', 'deadline_s', 'created_at', 'model', 'strategy',
+                     'callback_url')
+return {'claimed', tostring(att), f[1], f[2], f[3], fmt(now), f[4], f[5], f[6] or ''}

@@ -1,0 +1,36 @@
+-- include: now fmt metrics
+-- KEYS: job, log, queue, idem, metric hashes... ;
+-- ARGV: max_depth, ttl, use_idem, idem_hash, id, message, n, k1, v1, ..., then metric ops (see MetricsWriter)
+if ARGV[3] == '1' then
+  local v = redis.call('GET', KEYS[4])
+  if v then
+    local sep = string.find(v, '|', 1, true)
+    local h = string.sub(v, 1, sep - 1)
+    local id = string.sub(v, sep + 1)
+    if h == ARGV[4] then return {'existing', id} end
+    return {'conflict', id}
+  end
+end
+local maxd = tonumber(ARGV[1])
+if maxd >= 0 and redis.call('LLEN', KEYS[3]) >= maxd then return {'full', ''} end
+local n = tonumber(ARGV[7])
+local args = {}
+for i = 1, n do
+  args[#args + 1] = ARGV[7 + 2 * i - 1]
+  args[#args + 1] = ARGV[7 + 2 * i]
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[5], 'status', 'queued', 'attempts', '0',
+           'created_at', fmt(now), unpack(args))
+local ei = redis.call('HGET', KEYS[1], 'expires_in')
+if ei then
+  redis.call('HSET', KEYS[1], 'expires_at', fmt(now + tonumber(ei)))
+  redis.call('HDEL', KEYS[1], 'expires_in')
+end
+local ttl = tonumber(ARGV[2])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('RPUSH', KEYS[2], fmt(now) .. ' queued')
+redis.call('EXPIRE', KEYS[2], ttl)
+if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4] .. '|' .. ARGV[5], 'EX', ttl) end
+if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[6]) end
+apply_metrics(8 + 2 * n)
+return {'created', ARGV[5]}

@@ -1,0 +1,1 @@
+local function fmt(x) return string.format('%.6f', x) end

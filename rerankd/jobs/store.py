@@ -1,0 +1,325 @@
+"""The Redis job store, shared by the API and the worker; it is the truth about a job.
+
+One hash per job (``{prefix}:job:{id}``) holds status, owner, request, result, error,
+attempts and timestamps; a list beside it (``...:log``) keeps its transitions.  Every
+transition is one Lua script, so it is atomic and uses the server's clock:
+
+``queued -> running``      :meth:`JobStore.claim`: a worker increments ``attempts`` and takes
+                           a lease (renewed while it runs).  A redelivered message finds the
+                           job running under a live lease (``busy``: try later), finished
+                           (``done``: drop it) or running under an expired lease (the worker
+                           was lost: claim again, or fail once ``max_attempts`` is spent).
+``running -> succeeded|failed|cancelled``  :meth:`JobStore.finish`, only by the worker that
+                           holds the current attempt, so a job never records two results.
+``queued -> cancelled``    :meth:`JobStore.cancel`; a running job gets ``cancel_requested``
+                           and a message on the cancel channel; its worker stops it.
+``queued -> expired``      a job nobody waits for any more (a synchronous request that
+                           timed out) or past its ``expires_at`` when a worker gets it.
+
+Every terminal transition publishes ``"<id> <status>"`` on ``{prefix}:events``.
+
+The scripts live in ``lua/*.lua`` (:mod:`rerankd.jobs.scripts`); metrics in
+:mod:`rerankd.jobs.metrics`; batches and worker heartbeats in their own modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from rerankd.jobs.batches import BatchStore
+from rerankd.jobs.metrics import MetricsWriter
+from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord, JobStatus, _s
+from rerankd.jobs.scripts import lua
+from rerankd.jobs.workers import WorkerRegistry
+from rerankd.types import RerankRequest, RerankResult
+
+
+class JobStore:
+    """Async access to job records in Redis; ``batches`` and ``workers`` hold the rest."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.r: Any = client  # redis-py's typing of replies is too loose to be useful
+        self.prefix = prefix
+        self.events_channel = f"{prefix}:events"
+        self.cancel_channel = f"{prefix}:cancel"
+        self._create = client.register_script(lua("create"))
+        self._claim = client.register_script(lua("claim"))
+        self._renew = client.register_script(lua("renew"))
+        self._finish = client.register_script(lua("finish"))
+        self._cancel = client.register_script(lua("cancel"))
+        self._expire = client.register_script(lua("expire_queued"))
+        self.batches = BatchStore(client, prefix)
+        self.workers = WorkerRegistry(client, prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, timeout_s: float = 5.0, max_connections: int = 64) -> JobStore:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            max_connections=max_connections,
+            health_check_interval=30,
+        )
+        return cls(client, prefix)
+
+    async def aclose(self) -> None:
+        await self.r.aclose()
+
+    # ------------------------------------------------------------------ keys
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def log_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:log"
+
+    def idem_key(self, owner: str, key: str) -> str:
+        digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+        return f"{self.prefix}:idem:{digest}"
+
+    # ------------------------------------------------------------------ create / read
+
+    @staticmethod
+    def job_fields(
+        *,
+        owner: str,
+        model: str,
+        queue: str,
+        request: RerankRequest,
+        deadline_s: float,
+        max_attempts: int,
+        kind: str = "job",
+        callback_url: str | None = None,
+        expires_in: float | None = None,
+        batch_id: str | None = None,
+        custom_id: str | None = None,
+    ) -> dict[str, str]:
+        """The initial hash fields of a job (besides id, status, attempts, created_at).
+
+        ``expires_in``: seconds after creation past which a worker that gets the job while it
+        is still queued marks it ``expired`` instead of running it."""
+        fields = {
+            "owner": owner,
+            "kind": kind,
+            "model": model,
+            "queue": queue,
+            "strategy": request.strategy.name,
+            "request": request.model_dump_json(),
+            "deadline_s": repr(float(deadline_s)),
+            "max_attempts": str(max_attempts),
+        }
+        if callback_url:
+            fields["callback_url"] = callback_url
+        if expires_in is not None:  # turned into expires_at with the server's clock
+            fields["expires_in"] = f"{expires_in:.6f}"
+        if batch_id is not None:
+            fields["batch_id"] = batch_id
+        if custom_id is not None:
+            fields["custom_id"] = custom_id
+        return fields
+
+    def _create_args(
+        self,
+        job_id: str,
+        fields: Mapping[str, str],
+        ttl_s: int,
+        max_depth: int | None,
+        idempotency: tuple[str, str, str] | None,
+        message: str | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        queue = self.queue_key(fields["queue"])
+        idem = self.idem_key(idempotency[0], idempotency[1]) if idempotency else f"{self.prefix}:idem:-"
+        keys = [self.job_key(job_id), self.log_key(job_id), queue, idem]
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        args = [
+            -1 if max_depth is None else max_depth,
+            ttl_s,
+            "1" if idempotency else "0",
+            idempotency[2] if idempotency else "",
+            job_id,
+            message or "",
+            len(fields),
+            *flat,
+        ]
+        return keys, args
+
+    def queue_key(self, queue: str) -> str:
+        """The Redis list of a broker queue (kombu's redis transport names it after the queue)."""
+        return queue
+
+    async def create(
+        self,
+        job_id: str,
+        fields: Mapping[str, str],
+        *,
+        ttl_s: int,
+        max_depth: int | None = None,
+        idempotency: tuple[str, str, str] | None = None,
+        metrics: MetricsWriter | None = None,
+        message: str | None = None,
+    ) -> CreateResult:
+        """Create a queued job unless the queue is over ``max_depth`` or the idempotency key
+        ``(owner, key, body_hash)`` already names a job (same body: ``existing``; other: ``conflict``).
+        When the job is created, ``message`` (the broker message that runs it) is pushed on its
+        queue and ``metrics`` are applied, atomically with the record."""
+        keys, args = self._create_args(job_id, fields, ttl_s, max_depth, idempotency, message)
+        if metrics is not None and metrics.ops:
+            mkeys, margs = metrics.script_args(len(keys) + 1)
+            keys, args = keys + mkeys, args + margs
+        out = await self._create(keys=keys, args=args)
+        return CreateResult(outcome=out[0].decode(), job_id=out[1].decode())
+
+    async def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str], str | None]], ttl_s: int) -> None:
+        """Create many queued jobs ``(id, fields, message)`` in one round trip (no depth check,
+        no idempotency)."""
+        pipe = self.r.pipeline(transaction=False)
+        for job_id, fields, message in jobs:
+            keys, args = self._create_args(job_id, fields, ttl_s, None, None, message)
+            await self._create(keys=keys, args=args, client=pipe)
+        await pipe.execute()
+
+    async def get(self, job_id: str, with_request: bool = True) -> JobRecord | None:
+        """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper)."""
+        h = await self.r.hgetall(self.job_key(job_id))
+        if not h or b"status" not in h:
+            return None
+        return JobRecord.from_hash(h, with_request)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.hgetall(self.job_key(j))
+        rows = await pipe.execute()
+        return [JobRecord.from_hash(h) if h and b"status" in h else None for h in rows]
+
+    async def statuses(self, job_ids: Sequence[str]) -> list[str | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.hget(self.job_key(j), "status")
+        return [_s(s) for s in await pipe.execute()]
+
+    async def history(self, job_id: str) -> list[str]:
+        """The job's transitions, oldest first (``"<time> <event> ..."``)."""
+        return [x.decode() for x in await self.r.lrange(self.log_key(job_id), 0, -1)]
+
+    async def queue_depth(self, queue: str) -> int:
+        return int(await self.r.llen(self.queue_key(queue)))
+
+    # ------------------------------------------------------------------ transitions
+
+    async def claim(self, job_id: str, worker_id: str, lease_s: float, max_attempts: int) -> ClaimResult:
+        out = await self._claim(
+            keys=[self.job_key(job_id), self.log_key(job_id)],
+            args=[worker_id, lease_s, max_attempts, self.events_channel],
+        )
+        outcome = out[0].decode()
+        if outcome == "busy":
+            return ClaimResult(outcome="busy", retry_in=float(out[1]))
+        if outcome != "claimed":
+            return ClaimResult(outcome=outcome)
+        return ClaimResult(
+            outcome="claimed",
+            attempt=int(out[1]),
+            request=RerankRequest.model_validate_json(out[2]),
+            deadline_s=float(out[3]),
+            created_at=float(out[4]),
+            started_at=float(out[5]),
+            model=out[6].decode(),
+            strategy=out[7].decode(),
+            callback_url=_s(out[8]),
+        )
+
+    async def renew(self, jobs: Sequence[tuple[str, int]], worker_id: str, lease_s: float) -> list[int]:
+        """Extend the leases of ``(job_id, attempt)`` pairs: -1 lost, 0 ok, 1 cancel requested."""
+        if not jobs:
+            return []
+        args: list[Any] = [worker_id, lease_s, *(str(a) for _, a in jobs)]
+        out = await self._renew(
+            keys=[self.job_key(j) for j, _ in jobs],
+            args=args,
+        )
+        return [int(x) for x in out]
+
+    async def finish(
+        self,
+        job_id: str,
+        worker_id: str,
+        attempt: int,
+        status: JobStatus,
+        *,
+        ttl_s: int,
+        result: RerankResult | None = None,
+        error: str | None = None,
+        error_code: ErrorCode | None = None,
+        metrics: MetricsWriter | None = None,
+    ) -> tuple[float, float, float] | None:
+        """Record the outcome of the caller's attempt; ``None`` when it no longer holds the job
+        (nothing is written, ``metrics`` included).  Returns ``(created_at, started_at, finished_at)``."""
+        args: list[Any] = [
+            worker_id,
+            str(attempt),
+            status,
+            self.events_channel,
+            ttl_s,
+            result.model_dump_json() if result is not None else "",
+            error or "",
+            error_code or "",
+        ]
+        keys = [self.job_key(job_id), self.log_key(job_id)]
+        if metrics is not None and metrics.ops:
+            mkeys, margs = metrics.script_args(len(keys) + 1)
+            keys, args = keys + mkeys, args + margs
+        out = await self._finish(keys=keys, args=args)
+        if int(out[0]) != 1:
+            return None
+        return float(out[1]), float(out[2]), float(out[3])
+
+    async def cancel(self, job_id: str, owner: str | None) -> tuple[str, str | None]:
+        """Cancel for ``owner`` (``None``: anyone).  ``("cancelled"|"cancelling"|"missing", None)``
+        or ``("final", status)``."""
+        out = await self._cancel(
+            keys=[self.job_key(job_id), self.log_key(job_id)],
+            args=[owner or "", "", "", self.events_channel, self.cancel_channel],
+        )
+        return out[0].decode(), (out[1].decode() if len(out) > 1 else None)
+
+    async def expire_if_queued(self, job_id: str) -> bool:
+        out = await self._expire(
+            keys=[self.job_key(job_id), self.log_key(job_id)], args=["", "", "", self.events_channel]
+        )
+        return int(out) == 1
+
+    async def set_field(self, job_id: str, name: str, value: str) -> None:
+        await self.r.hset(self.job_key(job_id), name, value)
+
+    def metrics(self) -> MetricsWriter:
+        return MetricsWriter(self.prefix)
+
+    async def flush_metrics(self, metrics: MetricsWriter) -> None:
+        if not metrics.ops:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        metrics.apply(pipe)
+        await pipe.execute()
+
+    async def read_metrics(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+        """``(counters, histograms)``: ``{name: {field: value}}`` as written by :class:`MetricsWriter`."""
+        names_c = [k.decode() async for k in self.r.scan_iter(match=f"{self.prefix}:m:c:*", count=200)]
+        names_h = [k.decode() async for k in self.r.scan_iter(match=f"{self.prefix}:m:h:*", count=200)]
+        pipe = self.r.pipeline(transaction=False)
+        for k in [*names_c, *names_h]:
+            pipe.hgetall(k)
+        rows = await pipe.execute()
+        out_c: dict[str, dict[str, float]] = {}
+        out_h: dict[str, dict[str, float]] = {}
+        for key, row in zip([*names_c, *names_h], rows, strict=False):
+            kind, name = key.split(":m:", 1)[1].split(":", 1)
+            target = out_c if kind == "c" else out_h
+            target[name] = {f.decode(): float(v) for f, v in row.items()}
+        return out_c, out_h
