@@ -8,7 +8,7 @@
 2. Dense top-``--depth`` (100) per query.
 3. Rerank the top ``--rerank-top`` (20) with ``--strategy`` (icr) on ``--model``
    (qwen2.5-coder-0.5b-instruct) via ``load_engine("hf", ...)``.  The rerank results are
-   journaled (:mod:`rerankd.batch`) in the cache folder: an interrupted bench resumes, a rerun
+   journaled (:mod:`rerankd.runs`) in the cache folder: an interrupted bench resumes, a rerun
    costs nothing, and a larger ``--limit`` only reranks the new queries.
 4. Refit each query vector to the reranker's scores (:func:`rerankd.feedback.refit.refit_query`)
    and retrieve the top ``--depth`` again.
@@ -35,9 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rerankd.batch import BatchRun, engine_executor, journal_path, read_journal  # noqa: E402
 from rerankd.eval import evaluate  # noqa: E402
 from rerankd.feedback.refit import refit_query, retrieve  # noqa: E402
+from rerankd.runs import ResumableRun, engine_executor, journal_path, read_journal  # noqa: E402
 from rerankd.types import Candidate, FirstConfig, ICRConfig, Query, RerankRequest  # noqa: E402
 
 log = logging.getLogger("bench.feedback")
@@ -221,7 +221,7 @@ def main() -> None:
         jpath = journal_path(out)
         results = read_journal(jpath).results if jpath.exists() else {}
     else:
-        batch = BatchRun(requests, out, "jsonl", settings=settings, inputs={"bench": "feedback"})
+        batch = ResumableRun(requests, out, "jsonl", settings=settings, inputs={"bench": "feedback"})
         try:
             batch.open()
             todo = [i for i in batch.pending if i < limit]

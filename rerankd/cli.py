@@ -151,7 +151,7 @@ def rerank(
     except (ValueError, ValidationError) as e:
         raise _fail(str(e)) from None
 
-    from rerankd.batch import BatchRun, JournalError, engine_executor, file_sha256
+    from rerankd.runs import JournalError, ResumableRun, engine_executor, file_sha256
 
     settings = {
         "input_sha256": [file_sha256(p) if p else None for p in (input, topics, collection)],
@@ -165,7 +165,7 @@ def rerank(
         k: str(p.resolve()) if p else None
         for k, p in (("input", input), ("topics", topics), ("collection", collection))
     }
-    batch = BatchRun(
+    batch = ResumableRun(
         requests, output, fmt, settings=settings, inputs=inputs, restart=restart, keep_journal=keep_journal
     )
     try:
@@ -216,7 +216,7 @@ def rerank(
 def _run_on_queue(batch: Any, api_url: str, api_key: str | None, model: str | None, in_flight: int) -> None:
     """Run ``batch``'s pending queries as service jobs; report how they spread over workers."""
     from rerankd.client import AsyncClient, RerankdError
-    from rerankd.queue_executor import QueueExecutor, QueueJobError
+    from rerankd.runs.queue_executor import QueueExecutor, QueueJobError
 
     async def run() -> QueueExecutor:
         async with AsyncClient(api_url, api_key=api_key) as client:
@@ -245,7 +245,7 @@ def _run_on_queue(batch: Any, api_url: str, api_key: str | None, model: str | No
 
 def _recorded_inputs(run: Path) -> dict[str, str | None]:
     """The input paths a batch journal recorded (the run's own header, or its journal's)."""
-    from rerankd.batch import journal_path
+    from rerankd.runs import journal_path
 
     for path in (run, journal_path(run)):
         if not path.exists():
@@ -282,7 +282,7 @@ def export_cmd(
     prompt: Annotated[str | None, typer.Option(help="flag: per-line query instruction ('prompt').")] = None,
 ) -> None:
     """Export teacher rankings and scores for distillation (schemas: docs/exports.md)."""
-    from rerankd.batch import JournalError, read_results
+    from rerankd.runs import JournalError, read_results
     from rerankd.formats.export import (
         ExportError,
         ExportOptions,

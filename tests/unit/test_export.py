@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rerankd.batch import BatchRun, read_results
 from rerankd.cli import app
 from rerankd.formats.export import ExportError, ExportOptions, ExportStats, export_rows, load_texts, write_export
 from rerankd.formats.inputs import read_queries
+from rerankd.runs import ResumableRun, read_results
 from rerankd.types import RankedDoc, RerankRequest, RerankResult, SlidingWindowConfig
 
 N_QUERIES, N_DOCS = 3, 8
@@ -47,7 +47,7 @@ def run_files(tmp_path: Path) -> tuple[Path, Path]:
             yield i, RerankResult(qid=r.query.qid, ranking=ranking, strategy="t", model="m")
 
     out = tmp_path / "run.trec"
-    run = BatchRun(reqs, out, settings={"x": 1}, inputs={"input": str(queries)}, progress=False)
+    run = ResumableRun(reqs, out, settings={"x": 1}, inputs={"input": str(queries)}, progress=False)
     run.open()
     asyncio.run(run.run(teacher))
     run.finish()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from rerankd.client import AsyncClient, RerankdError
-from rerankd.queue_executor import QueueExecutor, QueueJobError
+from rerankd.runs.queue_executor import QueueExecutor, QueueJobError
 from rerankd.types import Candidate, Query, RerankRequest
 
 

@@ -1,16 +1,10 @@
-"""Resumable batch reranking: a crash-safe journal beside the output.
+"""Resumable rerank runs of a query file: a crash-safe journal beside the output.
 
-A batch run reranks a list of requests and writes one output file (TREC run or result
+A run reranks a list of requests and writes one output file (TREC run or result
 JSONL) in input order.  While it runs, every finished query is appended to a sidecar
 journal (``OUTPUT.journal.jsonl``), flushed and fsync'd, so a run killed at any point
 and started again with the same output path skips the finished queries and runs only
 the rest: nothing is lost, nothing is done (or written) twice.
-
-Journal layout (JSON lines)::
-
-    {"rerankd_journal": 1, "fingerprint": "<sha256>", "settings": {...}, "inputs": {...}, "total": N}
-    {"index": 0, "qid": "...", "ranking": [...], "strategy": ..., ...}   # a RerankResult + its index
-    ...
 
 The header's fingerprint hashes the settings that decide the results (input file contents,
 strategy config, model, engine, top_k, limit); a rerun whose settings differ refuses to
@@ -19,249 +13,45 @@ died mid-write) is cut off on resume.  Every result line is a valid ``RerankResu
 extra ``index`` key is ignored by the model), so the journal doubles as the run's result
 JSONL, which :mod:`rerankd.formats.export` reads.
 
-How queries get executed is pluggable: an :data:`Executor` takes the pending requests and
-yields ``(position, result)`` pairs as they finish, in any order.  :func:`engine_executor`
-runs them in-process against one engine; :class:`rerankd.queue_executor.QueueExecutor`
-submits them as jobs to the service API (``rerankd rerank --queue``).
+Executors (in-process, or jobs of the service) are in :mod:`rerankd.runs.executors`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
 import logging
 import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
 from tqdm import tqdm
 
-from rerankd.engines.base import Engine
 from rerankd.formats.trec import write_result
+from rerankd.runs.executors import Executor
+from rerankd.runs.journal import (
+    JOURNAL_VERSION,
+    JournalError,
+    JournalMismatchError,
+    _fsync_dir,
+    _lock,
+    fingerprint,
+    journal_path,
+    read_journal,
+)
 from rerankd.types import RerankRequest, RerankResult
 
-__all__ = [
-    "JOURNAL_SUFFIX",
-    "BatchRun",
-    "BatchSummary",
-    "Executor",
-    "JournalError",
-    "JournalMismatchError",
-    "engine_executor",
-    "fan_out",
-    "file_sha256",
-    "journal_path",
-    "read_journal",
-    "read_results",
-    "run_batch",
-]
+__all__ = ["ResumableRun", "RunSummary", "run_resumable"]
 
 log = logging.getLogger(__name__)
 
-JOURNAL_SUFFIX = ".journal.jsonl"
-JOURNAL_VERSION = 1
-
-Executor = Callable[[Sequence[RerankRequest]], AsyncIterator[tuple[int, RerankResult]]]
-"""Runs the given requests; yields ``(position in the given sequence, result)`` as each finishes."""
-
-
-class JournalError(RuntimeError):
-    """A journal that cannot be used as it is (corrupt, or not a journal)."""
-
-
-class JournalMismatchError(JournalError):
-    """The journal was written by a run with different settings."""
-
-
-def journal_path(output: Path) -> Path:
-    """The journal beside ``output``: ``run.trec`` -> ``run.trec.journal.jsonl``."""
-    return output.with_name(output.name + JOURNAL_SUFFIX)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(settings: Mapping[str, Any]) -> str:
-    """A stable hash of JSON-serialisable run settings."""
-    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _lock(fh: IO[bytes], path: Path) -> None:
-    """Hold an exclusive advisory lock on the journal while the run has it open."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise JournalError(f"{path} is in use by another running batch; wait for it or stop it") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# --------------------------------------------------------------------------- reading
-
 
 @dataclass
-class JournalContents:
-    header: dict[str, Any]
-    results: dict[int, RerankResult]
-    good_bytes: int  # length of the valid prefix (header + complete result lines)
-    torn: bool  # the file ended in an incomplete or unparsable last line
-
-
-def read_journal(path: Path) -> JournalContents:
-    """Parse a journal; a torn last line is reported (``torn``), not an error.
-
-    Raises :class:`JournalError` for a missing header or a bad line before the last one.
-    Duplicate indices keep the first result.
-    """
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    header: dict[str, Any] | None = None
-    results: dict[int, RerankResult] = {}
-    offset = 0
-    good = 0
-    torn = False
-    for n, raw in enumerate(lines):
-        is_last = n == len(lines) - 1
-        if is_last and raw == b"":
-            break  # file ends with a newline
-        complete = not is_last  # a line without its newline was cut mid-write
-        end = offset + len(raw) + (1 if complete else 0)
-        try:
-            obj = json.loads(raw) if complete else None
-            if obj is None:
-                raise ValueError("incomplete line")
-            if header is None:
-                if not isinstance(obj, dict) or "rerankd_journal" not in obj:
-                    raise JournalError(f"{path}: not a rerankd journal (first line has no header)")
-                header = obj
-            else:
-                idx = obj["index"]
-                if not isinstance(idx, int) or idx < 0:
-                    raise ValueError(f"bad index {idx!r}")
-                res = RerankResult.model_validate(obj)
-                results.setdefault(idx, res)
-        except JournalError:
-            raise
-        except (ValueError, KeyError, TypeError, ValidationError) as e:
-            rest = b"".join(lines[n + 1 :]).strip()
-            if rest:
-                raise JournalError(f"{path}:{n + 1}: corrupt journal line ({e}) with lines after it") from e
-            torn = True
-            break
-        offset = end
-        good = end
-    if header is None:
-        raise JournalError(f"{path}: empty or torn journal header")
-    return JournalContents(header, results, good, torn)
-
-
-def read_results(path: Path) -> Iterator[RerankResult]:
-    """Results of a result JSONL file or a journal, in file order (journal: by index)."""
-    with path.open("rb") as fh:
-        first = fh.readline()
-    try:
-        head = json.loads(first)
-    except json.JSONDecodeError:
-        head = None
-    if isinstance(head, dict) and "rerankd_journal" in head:
-        contents = read_journal(path)
-        for i in sorted(contents.results):
-            yield contents.results[i]
-        return
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield RerankResult.model_validate_json(line)
-            except ValidationError as e:
-                raise ValueError(f"{path}:{lineno}: not a RerankResult line: {e.errors()[0]['msg']}") from e
-
-
-# --------------------------------------------------------------------------- executors
-
-
-async def fan_out(
-    count: int, concurrency: int, run_one: Callable[[int], Awaitable[RerankResult]]
-) -> AsyncIterator[tuple[int, RerankResult]]:
-    """Run ``run_one(i)`` for ``i`` in ``range(count)``, ``concurrency`` at a time; yield
-    ``(i, result)`` as each finishes.  The first error stops the others and is raised."""
-    todo = iter(range(count))
-    done: asyncio.Queue[tuple[int, RerankResult] | BaseException | None] = asyncio.Queue()
-
-    async def slot() -> None:
-        try:
-            for i in todo:  # the shared iterator hands each index to one slot
-                done.put_nowait((i, await run_one(i)))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:  # surfaced to the consumer, which stops the run
-            done.put_nowait(e)
-        finally:
-            done.put_nowait(None)
-
-    slots = [asyncio.create_task(slot()) for _ in range(min(concurrency, count))]
-    running = len(slots)
-    try:
-        while running:
-            item = await done.get()
-            if item is None:
-                running -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
-    finally:
-        for s in slots:
-            s.cancel()
-        await asyncio.gather(*slots, return_exceptions=True)
-
-
-def engine_executor(engine: Engine, concurrency: int = 1) -> Executor:
-    """An in-process executor: ``concurrency`` queries at a time against ``engine``."""
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-
-    def execute(requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
-        from rerankd.strategies import rerank
-
-        return fan_out(len(requests), concurrency, lambda i: rerank(requests[i], engine))
-
-    return execute
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass
-class BatchSummary:
+class RunSummary:
     total: int
     resumed: int
     ran: int
@@ -289,8 +79,8 @@ def _check_result(req: RerankRequest, res: RerankResult, where: str) -> None:
         raise JournalError(f"{where}: result qid {res.qid!r} does not match request qid {req.query.qid!r}")
 
 
-class BatchRun:
-    """One resumable batch: ``open()`` loads the journal, ``run(execute)`` does the
+class ResumableRun:
+    """One resumable run: ``open()`` loads the journal, ``run(execute)`` does the
     pending queries, ``finish()`` writes the output atomically.
 
     ``settings`` are the result-deciding settings (fingerprinted); ``inputs`` is free-form
@@ -416,7 +206,7 @@ class BatchRun:
     def record(self, index: int, result: RerankResult) -> bool:
         """Journal one finished query durably; ``False`` (and nothing written) if already done."""
         if self._fh is None:
-            raise RuntimeError("BatchRun.open() first")
+            raise RuntimeError("ResumableRun.open() first")
         if not 0 <= index < len(self.requests):
             raise IndexError(f"result index {index} out of range for {len(self.requests)} requests")
         if index in self.results:
@@ -460,12 +250,12 @@ class BatchRun:
             dynamic_ncols=True,
         )
         try:
-            batch = [self.requests[i] for i in pending]
-            stream = execute(batch)
+            todo = [self.requests[i] for i in pending]
+            stream = execute(todo)
             try:
                 async for pos, result in stream:
-                    if not 0 <= pos < len(batch):
-                        raise IndexError(f"executor yielded position {pos} for {len(batch)} requests")
+                    if not 0 <= pos < len(todo):
+                        raise IndexError(f"executor yielded position {pos} for {len(todo)} requests")
                     if self.record(pending[pos], result):
                         self.ran += 1
                         bar.update(1)
@@ -482,7 +272,7 @@ class BatchRun:
                 f"(first qid {self.requests[missing[0]].query.qid!r}); rerun to retry them"
             )
 
-    def finish(self) -> BatchSummary:
+    def finish(self) -> RunSummary:
         """Write the output in input order (tmp file + rename); keep or remove the journal."""
         missing = self.pending
         if missing:
@@ -498,7 +288,7 @@ class BatchRun:
         _fsync_dir(self.output.parent)
         if not self.keep_journal:
             self.journal.unlink(missing_ok=True)
-        return BatchSummary(
+        return RunSummary(
             total=len(self.requests),
             resumed=self.resumed,
             ran=self.ran,
@@ -513,7 +303,7 @@ class BatchRun:
         return [self.results[i] for i in range(len(self.requests))]
 
 
-async def run_batch(
+async def run_resumable(
     requests: Sequence[RerankRequest],
     execute: Executor,
     output: Path,
@@ -524,10 +314,10 @@ async def run_batch(
     restart: bool = False,
     keep_journal: bool = True,
     progress: bool = True,
-) -> BatchSummary:
+) -> RunSummary:
     """Open (or resume) the journal beside ``output``, run what is pending with
     ``execute``, then write ``output`` in input order."""
-    run = BatchRun(
+    run = ResumableRun(
         requests,
         output,
         fmt,

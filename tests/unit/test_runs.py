@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rerankd.batch import (
-    BatchRun,
+from rerankd.runs import (
     JournalError,
     JournalMismatchError,
+    ResumableRun,
     engine_executor,
     journal_path,
     read_journal,
     read_results,
-    run_batch,
+    run_resumable,
 )
 from rerankd.strategies import rerank_many
 from rerankd.types import (
@@ -80,7 +80,8 @@ def fake_executor(
 
 def run_all(reqs, out: Path, fmt: str = "trec", **kw):
     execute = kw.pop("execute", None) or fake_executor()
-    return asyncio.run(run_batch(reqs, execute, out, fmt, settings=kw.pop("settings", SETTINGS), progress=False, **kw))
+    settings = kw.pop("settings", SETTINGS)
+    return asyncio.run(run_resumable(reqs, execute, out, fmt, settings=settings, progress=False, **kw))
 
 
 def test_run_writes_output_in_input_order_and_keeps_journal(tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_executor_that_drops_queries_is_reported(tmp_path: Path) -> None:
 
 def test_only_runs_a_subset(tmp_path: Path) -> None:
     reqs = make_requests(5)
-    run = BatchRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
+    run = ResumableRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
     run.open()
     asyncio.run(run.run(fake_executor(), only=[1, 3]))
     assert sorted(run.results) == [1, 3] and run.pending == [0, 2, 4]
@@ -208,11 +209,11 @@ def test_only_runs_a_subset(tmp_path: Path) -> None:
 
 def test_a_journal_in_use_is_locked(tmp_path: Path) -> None:
     reqs = make_requests(2)
-    first = BatchRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
+    first = ResumableRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
     first.open()
     try:
-        second = BatchRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
-        with pytest.raises(JournalError, match="in use by another running batch"):
+        second = ResumableRun(reqs, tmp_path / "run.trec", settings=SETTINGS, progress=False)
+        with pytest.raises(JournalError, match="in use by another running rerank run"):
             second.open()
     finally:
         first.close()
@@ -254,11 +255,11 @@ def test_torn_header_starts_over_and_restart_respects_the_lock(tmp_path: Path) -
     summary = run_all(reqs, out)
     assert summary.ran == 2 and read_journal(journal_path(out)).header["settings"] == SETTINGS
 
-    first = BatchRun(reqs, out, settings=SETTINGS, progress=False)
+    first = ResumableRun(reqs, out, settings=SETTINGS, progress=False)
     first.open()
     try:
         with pytest.raises(JournalError, match="in use"):
-            BatchRun(reqs, out, settings=SETTINGS, restart=True, progress=False).open()
+            ResumableRun(reqs, out, settings=SETTINGS, restart=True, progress=False).open()
         assert sorted(read_journal(journal_path(out)).results) == [0, 1]  # untouched
     finally:
         first.close()

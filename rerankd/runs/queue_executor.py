@@ -1,13 +1,13 @@
-"""Batch queries as jobs of a rerankd service: the executor behind ``rerankd rerank --queue``.
+"""A run's queries as jobs of a rerankd service: the executor behind ``rerankd rerank --queue``.
 
 Each pending query becomes one ``POST /v1/jobs`` on the model's queue, so every worker of
 that queue takes a share (Celery hands each worker one job at a time per free slot).  At
-most ``in_flight`` jobs are outstanding; results are yielded as jobs finish and the batch
-journal (:mod:`rerankd.batch`) puts them back in input order.
+most ``in_flight`` jobs are outstanding; results are yielded as jobs finish and the run
+journal (:mod:`rerankd.runs`) puts them back in input order.
 
 Nothing is lost or done twice across crashes:
 
-* Every job carries an ``Idempotency-Key`` derived from the batch's ``run_id`` (kept in the
+* Every job carries an ``Idempotency-Key`` derived from the run's ``run_id`` (kept in the
   journal across resumes) and the request itself.  A client killed mid-run and started
   again re-submits its unfinished queries with the same keys and gets the *same* jobs
   back, finished or still running, instead of new ones.
@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from rerankd.batch import fan_out
 from rerankd.client import AsyncClient, RerankdError, error_message, job_body
 from rerankd.jobs import body_hash
+from rerankd.runs.executors import fan_out
 from rerankd.types import RerankRequest, RerankResult
 
 __all__ = ["QueueExecutor", "QueueJobError"]
@@ -55,9 +55,9 @@ class QueueJobError(RuntimeError):
 
 @dataclass
 class QueueExecutor:
-    """An :data:`rerankd.batch.Executor` that runs each request as a job of the service.
+    """An :data:`rerankd.runs.executors.Executor` that runs each request as a job of the service.
 
-    ``run_id`` scopes the idempotency keys (use ``BatchRun.run_id``); ``model`` is the
+    ``run_id`` scopes the idempotency keys (use ``ResumableRun.run_id``); ``model`` is the
     service's model name (``None``: the service default).
     """
 
@@ -85,7 +85,7 @@ class QueueExecutor:
 
     def idempotency_key(self, request: RerankRequest, attempt: int) -> str:
         """The job key of ``request``'s ``attempt``-th submission in this run."""
-        return f"rerankd-batch-{self.run_id}-{body_hash(request.model_dump(mode='json'))[:32]}-{attempt}"
+        return f"rerankd-run-{self.run_id}-{body_hash(request.model_dump(mode='json'))[:32]}-{attempt}"
 
     def __call__(self, requests: Sequence[RerankRequest]) -> AsyncIterator[tuple[int, RerankResult]]:
         return fan_out(len(requests), self.in_flight, lambda i: self.run_one(requests[i]))
