@@ -4,11 +4,18 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 RERANKD := $(VENV)/bin/rerankd
 MODEL  ?= smollm2-135m-instruct
+CHROMIUM := /usr/bin/chromium
 DEMO_STRATEGY ?= icr
+DEMO_ARGS ?=
 
 .PHONY: setup models demo test lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(CHROMIUM)
+
+# Debian's chromium for the console's browser tests (tests/integration/test_console.py drives it
+# with the `playwright` package; never `playwright install`, which downloads a browser build).
+$(CHROMIUM):
+	apt-get update -q && apt-get install -y -q chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +32,10 @@ $(VENV)/.installed: pyproject.toml
 models: setup
 	$(RERANKD) models pull $(MODEL)
 
+# A private stack (`rerankd up`), NovelEval as jobs through its queue, nDCG@10, one job's record;
+# the stack is stopped at the end and on Ctrl-C (rerankd/demo.py). Shorter: make demo DEMO_ARGS="--limit 5".
 demo: models
-	@mkdir -p runs
-	$(RERANKD) rerank examples/noveleval/candidates.jsonl -o runs/noveleval.$(DEMO_STRATEGY).trec \
-		--strategy $(DEMO_STRATEGY) --model $(MODEL)
-	@echo "== first stage (NovelEval)"; $(RERANKD) eval examples/noveleval/run.txt --qrels examples/noveleval/qrels.txt
-	@echo "== $(DEMO_STRATEGY) with $(MODEL)"; $(RERANKD) eval runs/noveleval.$(DEMO_STRATEGY).trec --qrels examples/noveleval/qrels.txt
+	$(RERANKD) demo --strategy $(DEMO_STRATEGY) --model $(MODEL) $(DEMO_ARGS)
 
 test: models
 	$(VENV)/bin/pytest -q -p no:cacheprovider

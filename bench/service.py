@@ -1,7 +1,14 @@
-"""Service overhead: 20-passage reranks through HTTP -> Redis -> worker -> back vs. in-process.
+"""Service overhead: 20-passage reranks through HTTP -> Redis -> worker -> back vs. in-process;
+fairness (tenant B's sync latency while tenant A runs a big batch); ``/metrics`` cost.
 
     .venv/bin/python bench/service.py                 # echo rows (c=1, c=16) + SmolLM2 at c=1
+    .venv/bin/python bench/service.py --model ''      # echo only: the issue-12 figures (a) (b) (c)
     .venv/bin/python bench/service.py --model-concurrency 1,16 --model-requests 16   # slow on CPU
+
+Printed figures: (a) queue overhead with the echo engine (p50 over in-process, jobs/s at
+concurrency 16); (b) tenant B's sync p99 alone and while tenant A's ``--batch-lines`` batch
+runs (its jobs go to the batch lane, below B's interactive lane); (c) ``GET /metrics`` latency
+with ``--stored-jobs`` job records in Redis (its cost must not grow with them).
 
 Rows: for each engine and concurrency, requests/s and p50/p99 latency of the whole path
 (``POST /v2/rerank`` against a real uvicorn API and a real Celery worker on Redis) and of the
@@ -23,10 +30,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +42,8 @@ from typing import Any
 import httpx
 
 from rerankd.engines.base import Capability
+from rerankd.launchers.local import LocalStack, find_redis
+from rerankd.launchers.process import free_port
 from rerankd.types import Candidate, ChatMessage, ContextAttention, Generation, Query, RerankRequest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +68,8 @@ class _WordTokenizer:
 
 class EchoEngine:
     """Benchmark engine: returns at once with an empty answer, so the strategy keeps the
-    first-stage order.  Measures everything but the LLM."""
+    first-stage order.  Measures everything but the LLM.  A model named ``echo-<N>ms`` waits
+    ``N`` ms per generate call (without using the CPU), like a model served on an accelerator."""
 
     name = "echo"
     capabilities = frozenset({Capability.GENERATE})
@@ -70,18 +78,24 @@ class EchoEngine:
     def __init__(self, model: str = "echo", **_: object) -> None:
         self.model = model
         self.tokenizer = _WordTokenizer()
+        m = re.fullmatch(r"echo-([0-9]+)ms", model)
+        self.delay_s = int(m.group(1)) / 1000 if m else 0.0
 
     @classmethod
     def load(cls, model: str, **options: object) -> EchoEngine:
         return cls(model, **options)
 
     async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return [Generation(text="", prompt_tokens=0, completion_tokens=0) for _ in prompts]
 
     async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         raise NotImplementedError
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -164,60 +178,184 @@ async def run_direct(engine: Any, name: str, concurrency: int, n: int, warmup: i
     return Row(name, concurrency, "direct", lat, wall, err)
 
 
-async def run_service(url: str, model: str, name: str, concurrency: int, n: int, warmup: int) -> Row:
+TENANTS = {"tenant-a": "bench-key-a", "tenant-b": "bench-key-b"}
+
+
+def auth(tenant: str = "tenant-b") -> dict[str, str]:
+    return {"Authorization": f"Bearer {TENANTS[tenant]}"}
+
+
+async def run_service(
+    url: str,
+    model: str,
+    name: str,
+    concurrency: int,
+    n: int,
+    warmup: int,
+    tenant: str = "tenant-b",
+    samples: list[tuple[str, float, float]] | None = None,
+) -> Row:
+    """``samples``: filled with ``(job id, sent, answered)`` wall-clock times of the measured calls."""
     body = {"model": model, "query": QUERY, "documents": PASSAGES}
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits, headers=auth(tenant)) as http:
+        record: list[tuple[str, float, float]] = []
 
         async def one() -> None:
+            sent = time.time()
             resp = await http.post("/v2/rerank", json=body)
             if resp.status_code != 200:
                 raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            record.append((resp.json()["id"], sent, time.time()))
 
         if warmup:
             await _drive(warmup, concurrency, one)
+        record.clear()
         lat, wall, err = await _drive(n, concurrency, one)
+    if samples is not None:
+        samples.extend(record)
     return Row(name, concurrency, "service", lat, wall, err)
+
+
+async def breakdown(stack: Stack, samples: list[tuple[str, float, float]]) -> str:
+    """Where the time of sync calls goes, from the job records' server-clock timestamps (same
+    machine): client -> job created (HTTP, API, create script), created -> started (broker, worker
+    claim), started -> finished (worker run), finished -> client (event, read, answer)."""
+    from rerankd.jobs import JobStore
+
+    store = JobStore.from_url(stack.redis_url, stack.prefix)
+    try:
+        pipe = store.r.pipeline(transaction=False)
+        for job_id, _, _ in samples:
+            pipe.hmget(store.job_key(job_id), "created_at", "started_at", "finished_at")
+        rows = await pipe.execute()
+    finally:
+        await store.aclose()
+    parts: list[list[float]] = [[], [], [], []]
+    for (_, sent, answered), row in zip(samples, rows, strict=True):
+        if None in row:
+            continue
+        c, st, f = (float(x) for x in row)
+        for i, v in enumerate((c - sent, st - c, f - st, answered - f)):
+            parts[i].append(v * 1000)
+    names = ("client->created", "created->started", "started->finished", "finished->client")
+    return ", ".join(f"{n} {sorted(xs)[len(xs) // 2]:.2f}" for n, xs in zip(names, parts, strict=True) if xs)
+
+
+def batch_file(lines: int, model: str) -> bytes:
+    """A batch of ``lines`` 20-passage reranks (our request shape)."""
+    candidates = [{"docid": str(i), "text": t} for i, t in enumerate(PASSAGES)]
+    body = {"model": model, "query": {"text": QUERY}, "candidates": candidates}
+    return "".join(json.dumps({"custom_id": f"line-{i}", "body": body}) + "\n" for i in range(lines)).encode()
+
+
+async def run_fairness(stack: Stack, model: str, concurrency: int, n: int, lines: int) -> tuple[Row, Row, str]:
+    """Tenant B's sync reranks alone, then while tenant A's ``lines``-line batch runs (same model)."""
+    url = stack.url
+    s_alone: list[tuple[str, float, float]] = []
+    s_during: list[tuple[str, float, float]] = []
+    alone = await run_service(url, model, f"B alone {model}", concurrency, n, warmup=50, samples=s_alone)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, headers=auth("tenant-a")) as http:
+        t0 = time.perf_counter()
+        resp = await http.post(
+            "/v1/batches", content=batch_file(lines, model), headers={"content-type": "application/jsonl"}
+        )
+        if resp.status_code != 202:
+            raise RuntimeError(f"batch: HTTP {resp.status_code}: {resp.text[:300]}")
+        t_submit = time.perf_counter() - t0
+        batch_id = resp.json()["id"]
+        during = await run_service(url, model, f"B during {model}", concurrency, n, warmup=0, samples=s_during)
+        status = (await http.get(f"/v1/batches/{batch_id}")).json()
+        finished_during = status.get("finished")
+        while status.get("status") not in ("completed", "failed", "cancelled"):
+            await asyncio.sleep(0.5)
+            status = (await http.get(f"/v1/batches/{batch_id}")).json()
+        wall = time.perf_counter() - t0
+    note = (
+        f"A's batch: {lines} lines accepted in {t_submit:.2f}s; {finished_during} of them finished while B ran; "
+        f"all done after {wall:.1f}s ({lines / wall:.0f} jobs/s)\n"
+        f"    B alone p50 ms: {await breakdown(stack, s_alone)}\n"
+        f"    B during p50 ms: {await breakdown(stack, s_during)}"
+    )
+    return alone, during, note
+
+
+async def run_metrics(stack: Stack, stored: int, n: int) -> tuple[Row, str]:
+    """``GET /metrics`` latency after storing ``stored`` more job records (1-passage jobs on a
+    queue no worker reads, created in 10,000-job batches)."""
+    from rerankd.jobs import JobStore, new_id
+    from rerankd.jobs.quotas import BATCH
+
+    store = JobStore.from_url(stack.redis_url, stack.prefix)
+    req = RerankRequest(query=Query(text=QUERY), candidates=[Candidate(docid="0", text=PASSAGES[0])])
+    try:
+        t0 = time.perf_counter()
+        for start in range(0, stored, 10_000):
+            batch_id = new_id("batch")
+            jobs = [
+                (
+                    new_id(),
+                    store.job_fields(
+                        owner="tenant-a",
+                        model="ghost",
+                        queue=f"{stack.prefix}.ghost",
+                        request=req,
+                        deadline_s=60,
+                        max_attempts=1,
+                        kind="batch",
+                        batch_id=batch_id,
+                        custom_id=str(i),
+                        priority=BATCH,
+                    ),
+                    "-",
+                )
+                for i in range(start, min(stored, start + 10_000))
+            ]
+            out = await store.batches.submit(
+                batch_id, "tenant-a", jobs, {}, ttl_s=3600, idem_key=store.idem_key("tenant-a", batch_id)
+            )
+            assert out.outcome == "created", out
+        t_fill = time.perf_counter() - t0
+        keys = int(await store.r.dbsize())
+        t0 = time.perf_counter()
+        scanned = len([k async for k in store.r.scan_iter(match=f"{stack.prefix}:m:*", count=200)])
+        t_scan = time.perf_counter() - t0
+    finally:
+        await store.aclose()
+    async with httpx.AsyncClient(base_url=stack.url, timeout=60, headers=auth()) as http:
+
+        async def one() -> None:
+            resp = await http.get("/metrics")
+            if resp.status_code != 200:
+                raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+        await _drive(5, 1, one)
+        lat, wall, err = await _drive(n, 1, one)
+    note = (
+        f"{stored} job records added in {t_fill:.1f}s (Redis holds {keys} keys); for comparison, the old "
+        f"SCAN of {stack.prefix}:m:* alone took {t_scan * 1000:.0f} ms ({scanned} keys found)"
+    )
+    return Row("GET /metrics", 1, "service", lat, wall, err), note
 
 
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _reachable(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 class Stack:
-    """Redis (found or started), an API and workers as subprocesses."""
+    """Redis (found or started), an API and workers as child processes (rerankd.launchers.local)."""
 
     def __init__(self, workers: dict[str, tuple[str, str, int]], log_dir: Path) -> None:
         self.workers = workers
         self.log_dir = log_dir
         self.prefix = f"bench{secrets.token_hex(3)}"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.local: LocalStack | None = None
         self.valkey: Any = None
         self.redis_url = ""
 
     def start(self) -> None:
-        if os.environ.get("RERANKD_REDIS_URL"):
-            self.redis_url = os.environ["RERANKD_REDIS_URL"]
-        elif _reachable(6379):
-            self.redis_url = "redis://127.0.0.1:6379/0"
-        else:
-            from rerankd.embedded import start_valkey
-
-            self.valkey = start_valkey()
-            self.redis_url = f"{self.valkey.connection_url}/0"
+        self.redis_url, self.valkey = find_redis()
         aliases = {name: {"model": model} for name, (model, _, _) in self.workers.items()}
         base = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
@@ -227,45 +365,24 @@ class Stack:
             "RERANKD_ALIASES": json.dumps(aliases),
             "RERANKD_LOG_LEVEL": "WARNING",
             "RERANKD_MAX_QUEUE_DEPTH": "100000",
+            "RERANKD_MAX_BATCH_QUEUE_DEPTH": "1000000",
+            "RERANKD_API_KEYS": ",".join(f"{name}:{key}" for name, key in TENANTS.items()),
+            "RERANKD_QUOTA_JOBS_IN_FLIGHT": "0",
+            "RERANKD_QUOTA_BATCH_JOBS_IN_FLIGHT": "0",
+            "RERANKD_QUOTA_REQUESTS_PER_MINUTE": "0",
+            "RERANKD_QUOTA_DOCUMENTS_PER_MINUTE": "0",
             "RERANKD_SYNC_TIMEOUT_S": "3600",
             "RERANKD_JOB_DEADLINE_S": "3600",
         }
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.local = LocalStack(base, self.log_dir, cwd=ROOT)  # rerankd.launchers: the one launcher
         for name, (model, engine, concurrency) in self.workers.items():
-            env = {
-                **base,
-                "RERANKD_MODEL": model,
-                "RERANKD_ENGINE": engine,
-                "RERANKD_WORKER_CONCURRENCY": str(concurrency),
-            }
-            self._spawn(f"worker-{name}", [sys.executable, "-m", "rerankd.worker"], env)
-        self._spawn("api", [sys.executable, "-m", "rerankd.api", "--port", str(self.port), "--no-access-log"], base)
-        deadline = time.monotonic() + 600
-        want = {m for m, _, _ in self.workers.values()}
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"a service process exited ({p.args}); logs in {self.log_dir}")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                live = {w["model"] for w in httpx.get(f"{self.url}/healthz", timeout=2).json().get("workers", [])}
-                if want <= live:
-                    return
-            time.sleep(0.5)
-        raise TimeoutError(f"service not ready; logs in {self.log_dir}")
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            self.local.start_worker(name, model, engine, concurrency, args=[])
+        self.local.start_api(self.port, ["--no-access-log"])
+        self.local.wait_workers([m for m, _, _ in self.workers.values()], timeout=600, headers=auth())
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        if self.local is not None:
+            self.local.stop(60)
         if self.redis_url:
             import redis
 
@@ -305,6 +422,40 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def print_issue_figures(rows: list[Row], extra: list[tuple[Row, str]]) -> None:
+    """The issue-12 figures: (a) queue overhead, (b) fairness, (c) /metrics."""
+    by_key = {(r.engine, r.concurrency, r.path): r for r in rows}
+    print("\nissue 12 figures")
+    svc1, dir1 = by_key.get(("echo", 1, "service")), by_key.get(("echo", 1, "direct"))
+    if svc1 and dir1:
+        print(
+            f"(a) echo queue overhead: p50 {svc1.pct(0.5) - dir1.pct(0.5):.2f} ms over in-process at c=1 "
+            "(target <= 5 ms)"
+        )
+    for r in rows:
+        if r.engine == "echo" and r.path == "service" and r.concurrency > 1:
+            d = by_key.get(("echo", r.concurrency, "direct"))
+            over = f"p50 {r.pct(0.5) - d.pct(0.5):.2f} ms over in-process, " if d else ""
+            print(f"    c={r.concurrency}: {over}{r.rps:.0f} jobs/s (target >= 300 jobs/s at c=16)")
+    for r, note in extra:
+        if r.engine == "split":
+            print(f"    {note}")
+    fair = [(r, note) for r, note in extra if r.engine.startswith("B ")]
+    for (alone, _), (during, note) in zip(fair[::2], fair[1::2], strict=True):
+        ratio = during.pct(0.99) / alone.pct(0.99) if alone.pct(0.99) > 0 else float("nan")
+        print(
+            f"(b) {alone.engine.split()[-1]}: tenant B sync (c={alone.concurrency}, n={alone.n}): p99 "
+            f"{alone.pct(0.99):.1f} ms alone, {during.pct(0.99):.1f} ms during A's batch = {ratio:.2f}x "
+            f"(target <= 2x); p50 {alone.pct(0.5):.1f} -> {during.pct(0.5):.1f} ms; "
+            f"errors {alone.errors}/{during.errors}"
+        )
+        print(f"    {note}")
+    for r, note in extra:
+        if r.engine == "GET /metrics":
+            print(f"(c) GET /metrics: p50 {r.pct(0.5):.1f} ms, p99 {r.pct(0.99):.1f} ms over {r.n} requests")
+            print(f"    {note}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--echo-requests", type=int, default=3000, help="echo requests per concurrency level")
@@ -314,12 +465,21 @@ def main() -> None:
     p.add_argument("--model-engine", default="hf")
     p.add_argument("--model-concurrency", default="1", help="e.g. 1,16 (c=16 takes many minutes on CPU)")
     p.add_argument("--model-requests", type=int, default=1, help="model requests per concurrency level (>= c)")
+    p.add_argument("--fair-requests", type=int, default=500, help="tenant B's sync requests, alone and during")
+    p.add_argument("--fair-concurrency", type=int, default=4, help="tenant B's concurrency")
+    p.add_argument("--batch-lines", type=int, default=10_000, help="tenant A's batch (0: skip (b))")
+    p.add_argument(
+        "--fair-model-ms", type=int, default=20, help="also run (b) on echo-<N>ms, N ms per LLM call (0: skip)"
+    )
+    p.add_argument("--stored-jobs", type=int, default=100_000, help="job records for (c) (0: skip)")
+    p.add_argument("--metrics-requests", type=int, default=100)
     p.add_argument("--logs", type=Path, default=Path("/tmp/rerankd-bench-service"))
     args = p.parse_args()
     echo_c = [int(x) for x in args.echo_concurrency.split(",") if x]
     model_c = [int(x) for x in args.model_concurrency.split(",") if x] if args.model else []
 
     rows: list[Row] = []
+    extra: list[tuple[Row, str]] = []
 
     async def direct() -> None:
         echo = EchoEngine()
@@ -340,6 +500,9 @@ def main() -> None:
     t_start = time.perf_counter()
     asyncio.run(direct())
     workers = {"echo": ("echo", "bench.service:EchoEngine", args.echo_workers_threads)}
+    if args.batch_lines and args.fair_model_ms:
+        name = f"echo-{args.fair_model_ms}ms"
+        workers[name] = (name, "bench.service:EchoEngine", args.echo_workers_threads)
     if args.model:
         workers["model"] = (args.model, args.model_engine, 16)
     stack = Stack(workers, args.logs)
@@ -350,17 +513,33 @@ def main() -> None:
 
         async def service() -> None:
             for c in echo_c:
-                rows.append(await run_service(stack.url, "echo", "echo", c, args.echo_requests, warmup=200))
+                samples: list[tuple[str, float, float]] = []
+                rows.append(
+                    await run_service(stack.url, "echo", "echo", c, args.echo_requests, warmup=200, samples=samples)
+                )
+                split = await breakdown(stack, samples)
+                extra.append((Row("split", c, "service", [], 0.0), f"echo c={c} p50 ms: {split}"))
             for c in model_c:
                 n = max(args.model_requests, c)
                 print(f"service {args.model} c={c}: {n} request(s)...", file=sys.stderr, flush=True)
                 rows.append(await run_service(stack.url, "model", args.model, c, n, warmup=0))
+            if args.batch_lines:
+                print(f"fairness: B alone, then during A's {args.batch_lines}-line batch...", file=sys.stderr)
+                for model in ["echo", *([f"echo-{args.fair_model_ms}ms"] if args.fair_model_ms else [])]:
+                    alone, during, note = await run_fairness(
+                        stack, model, args.fair_concurrency, args.fair_requests, args.batch_lines
+                    )
+                    extra.extend([(alone, ""), (during, note)])
+            if args.stored_jobs:
+                print(f"/metrics with {args.stored_jobs} more stored jobs...", file=sys.stderr, flush=True)
+                extra.append(await run_metrics(stack, args.stored_jobs, args.metrics_requests))
 
         asyncio.run(service())
     finally:
         stack.stop()
     rows.sort(key=lambda r: (r.engine != "echo", r.engine, r.concurrency, r.path != "service"))
     print_table(rows)
+    print_issue_figures(rows, extra)
     print(f"\n(total {time.perf_counter() - t_start:.0f}s; {os.cpu_count()} CPUs shared by client, API, worker, Redis)")
 
 

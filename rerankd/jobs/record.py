@@ -108,38 +108,17 @@ class JobRecord(BaseModel):
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
-    def public(self, include_request: bool = False) -> dict[str, Any]:
-        """The job as the API shows it."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "object": "job",
-            "status": self.status,
-            "model": self.model,
-            "strategy": self.strategy,
-            "attempts": self.attempts,
-            "worker": self.worker,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "cancel_requested": self.cancel_requested,
-            "result": self.result.model_dump(mode="json") if self.result is not None else None,
-            "error": ({"code": self.error_code, "message": self.error} if self.error is not None else None),
-        }
-        if self.callback_url is not None:
-            out["callback_url"] = self.callback_url
-            out["callback_status"] = self.callback_status
-        if self.batch_id is not None:
-            out["batch_id"] = self.batch_id
-            out["custom_id"] = self.custom_id
-        if include_request and self.request is not None:
-            out["request"] = self.request.model_dump(mode="json")
-        return out
-
 
 @dataclass(frozen=True)
 class CreateResult:
-    outcome: Literal["created", "existing", "conflict", "full"]
+    """``quota``: a per-key limit (``limit``, see :mod:`rerankd.jobs.quotas`) stood at ``current``;
+    ``retry_after_s`` is when its window ends (``None``: when jobs finish)."""
+
+    outcome: Literal["created", "existing", "conflict", "full", "quota"]
     job_id: str
+    limit: str = ""
+    current: int = 0
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from rerankd.jobs.batches import BatchStore
-from rerankd.jobs.metrics import MetricsWriter
+from rerankd.jobs.metrics import COUNTERS, HISTOGRAMS, MetricsWriter
+from rerankd.jobs.quotas import Quota, lane_key
 from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord, JobStatus, _s
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.workers import WorkerRegistry
@@ -97,6 +98,7 @@ class JobStore:
         expires_in: float | None = None,
         batch_id: str | None = None,
         custom_id: str | None = None,
+        priority: int = 0,
     ) -> dict[str, str]:
         """The initial hash fields of a job (besides id, status, attempts, created_at).
 
@@ -120,6 +122,8 @@ class JobStore:
             fields["batch_id"] = batch_id
         if custom_id is not None:
             fields["custom_id"] = custom_id
+        if priority:  # the lane (kombu priority step) of the job's message, see rerankd.jobs.quotas
+            fields["priority"] = str(priority)
         return fields
 
     def _create_args(
@@ -131,7 +135,7 @@ class JobStore:
         idempotency: tuple[str, str, str] | None,
         message: str | None = None,
     ) -> tuple[list[str], list[Any]]:
-        queue = self.queue_key(fields["queue"])
+        queue = lane_key(self.queue_key(fields["queue"]), int(fields.get("priority", 0)))
         idem = self.idem_key(idempotency[0], idempotency[1]) if idempotency else f"{self.prefix}:idem:-"
         keys = [self.job_key(job_id), self.log_key(job_id), queue, idem]
         flat: list[Any] = []
@@ -163,26 +167,26 @@ class JobStore:
         idempotency: tuple[str, str, str] | None = None,
         metrics: MetricsWriter | None = None,
         message: str | None = None,
+        quota: Quota | None = None,
     ) -> CreateResult:
         """Create a queued job unless the queue is over ``max_depth`` or the idempotency key
         ``(owner, key, body_hash)`` already names a job (same body: ``existing``; other: ``conflict``).
         When the job is created, ``message`` (the broker message that runs it) is pushed on its
-        queue and ``metrics`` are applied, atomically with the record."""
+        queue and ``metrics`` are applied, atomically with the record.  ``quota``: the owner's
+        quotas are checked (outcome ``quota``) and taken in the same script."""
         keys, args = self._create_args(job_id, fields, ttl_s, max_depth, idempotency, message)
         if metrics is not None and metrics.ops:
             mkeys, margs = metrics.script_args(len(keys) + 1)
             keys, args = keys + mkeys, args + margs
+        elif quota is not None:
+            args.append(0)  # no metric ops: the quota arguments follow
+        if quota is not None:
+            args += quota.script_args(self.prefix)
         out = await self._create(keys=keys, args=args)
+        if out[0] == b"quota":
+            retry = float(out[3]) if out[3] else None
+            return CreateResult("quota", "", limit=out[1].decode(), current=int(out[2]), retry_after_s=retry)
         return CreateResult(outcome=out[0].decode(), job_id=out[1].decode())
-
-    async def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str], str | None]], ttl_s: int) -> None:
-        """Create many queued jobs ``(id, fields, message)`` in one round trip (no depth check,
-        no idempotency)."""
-        pipe = self.r.pipeline(transaction=False)
-        for job_id, fields, message in jobs:
-            keys, args = self._create_args(job_id, fields, ttl_s, None, None, message)
-            await self._create(keys=keys, args=args, client=pipe)
-        await pipe.execute()
 
     async def get(self, job_id: str, with_request: bool = True) -> JobRecord | None:
         """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper)."""
@@ -309,17 +313,33 @@ class JobStore:
         await pipe.execute()
 
     async def read_metrics(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-        """``(counters, histograms)``: ``{name: {field: value}}`` as written by :class:`MetricsWriter`."""
-        names_c = [k.decode() async for k in self.r.scan_iter(match=f"{self.prefix}:m:c:*", count=200)]
-        names_h = [k.decode() async for k in self.r.scan_iter(match=f"{self.prefix}:m:h:*", count=200)]
-        pipe = self.r.pipeline(transaction=False)
-        for k in [*names_c, *names_h]:
-            pipe.hgetall(k)
-        rows = await pipe.execute()
-        out_c: dict[str, dict[str, float]] = {}
-        out_h: dict[str, dict[str, float]] = {}
-        for key, row in zip([*names_c, *names_h], rows, strict=False):
-            kind, name = key.split(":m:", 1)[1].split(":", 1)
-            target = out_c if kind == "c" else out_h
-            target[name] = {f.decode(): float(v) for f, v in row.items()}
+        """``(counters, histograms)``: ``{name: {field: value}}`` as written by :class:`MetricsWriter`,
+        for the registered names (one pipeline, no scan)."""
+        rows = await self.read_metric_hashes([*(f"c:{n}" for n in COUNTERS), *(f"h:{n}" for n in HISTOGRAMS)])
+        out_c = {n: rows[f"c:{n}"] for n in COUNTERS if rows[f"c:{n}"]}
+        out_h = {n: rows[f"h:{n}"] for n in HISTOGRAMS if rows[f"h:{n}"]}
         return out_c, out_h
+
+    async def in_flight(self) -> dict[str, int]:
+        """Jobs queued or running per owner (``owner|batch``: its batch jobs), as the quotas count
+        them (``lua/counters.lua``): O(owners)."""
+        owners = sorted(o.decode() for o in await self.r.smembers(f"{self.prefix}:q:inflight-keys"))
+        if not owners:
+            return {}
+        sec, usec = await self.r.time()
+        now = float(sec) + float(usec) / 1e6
+        pipe = self.r.pipeline(transaction=False)
+        for o in owners:
+            pipe.zcount(f"{self.prefix}:q:inflight:{o}", now, "+inf")
+        return {o: int(n) for o, n in zip(owners, await pipe.execute(), strict=True)}
+
+    async def read_metric_hashes(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """``{name: {field: value}}`` of the hashes ``{prefix}:m:{name}`` (``name`` such as
+        ``c:jobs_submitted_total``, ``g:jobs_by_status``)."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in names:
+            pipe.hgetall(f"{self.prefix}:m:{n}")
+        return {
+            n: {f.decode(): float(v) for f, v in row.items()}
+            for n, row in zip(names, await pipe.execute(), strict=True)
+        }

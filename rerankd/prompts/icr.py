@@ -34,11 +34,11 @@ spans include the ``[i]`` identifier.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from rerankd.prompts.text import cut_words
 from rerankd.types import ChatMessage, Tokenizer
 
 RetrievalType = Literal["IE", "QA"]
@@ -52,8 +52,6 @@ LATE_INSTRUCTIONS: dict[RetrievalType, str] = {
 }
 SEPARATOR = "\n\n"
 CALIBRATION_QUERY = "N/A"
-
-_WORD = re.compile(r"\S+")
 
 
 @dataclass(frozen=True)
@@ -80,12 +78,9 @@ def truncate_words(text: str, max_words: int) -> str:
 
     OSU (following RankGPT) keeps ``" ".join(text.split(" ")[:300])``; this counts runs of
     non-whitespace instead, so repeated spaces and newlines do not count as words and the
-    kept part is left as written.
+    kept part is left as written (:func:`rerankd.prompts.text.cut_words` with ``keep_spacing``).
     """
-    for i, match in enumerate(_WORD.finditer(text)):
-        if i + 1 == max_words:
-            return text[: match.end()]
-    return text
+    return cut_words(text, max_words, keep_spacing=True)
 
 
 def format_passage(title: str | None, text: str, max_words: int | None = None) -> str:

@@ -19,13 +19,26 @@ def replace_bracket_numbers(s: str) -> str:
     return _BRACKET_NUMBER.sub(r"(\1)", s)
 
 
-def cut_words(text: str, max_words: int) -> str:
-    """The first ``max_words`` whitespace-separated words joined by single spaces.
+_WORD = re.compile(r"\S+")
 
-    This is RankGPT's and rank_llm's ``" ".join(content.split()[: int(max_length)])``:
-    it also collapses every run of whitespace (newlines included) into one space.
+
+def cut_words(text: str, max_words: int, *, keep_spacing: bool = False) -> str:
+    """The first ``max_words`` whitespace-separated words of ``text``.
+
+    By default joined by single spaces: RankGPT's and rank_llm's
+    ``" ".join(content.split()[: int(max_length)])``, which also collapses every run of
+    whitespace (newlines included) into one space.  ``keep_spacing=True`` keeps the text as
+    written up to the end of the last kept word (ICR's passages).
     """
-    return " ".join(text.split()[: max(0, int(max_words))])
+    n = max(0, int(max_words))
+    if not keep_spacing:
+        return " ".join(text.split()[:n])
+    if n == 0:
+        return ""
+    for i, match in enumerate(_WORD.finditer(text)):
+        if i + 1 == n:
+            return text[: match.end()]
+    return text
 
 
 def cut_tokens(text: str, max_tokens: int, tokenizer: Tokenizer) -> str:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from rerankd.engines.base import Engine
+from rerankd.strategies.common import run_sync
 from rerankd.types import RerankRequest, RerankResult
 
 StrategyFn = Callable[[RerankRequest, Engine], Awaitable[RerankResult]]
@@ -32,13 +33,25 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
 
     With ``request.feedback`` the query vector is then refit to the scores of *all*
     candidates (before any ``top_n`` cut) and returned as ``result.feedback``.
+    With ``request.max_tokens_per_doc`` each candidate is first cut to that many tokens of the
+    engine's tokenizer (a warning counts the cut ones).
     """
     strategy = get_strategy(request.strategy.name)
+    if request.max_tokens_per_doc is not None:
+        from rerankd.strategies.truncate import truncate_documents
+
+        limit = request.max_tokens_per_doc
+        request, cut = await run_sync(truncate_documents, request, engine.tokenizer)
+        result = await rerank(request, engine)
+        if cut:
+            result.warnings.append(f"max_tokens_per_doc: {cut} document(s) cut to {limit} tokens")
+        return result
     if request.feedback is None:
         return await strategy(request, engine)
     from rerankd.feedback.refit import apply_feedback
 
-    result = apply_feedback(request, await strategy(request.model_copy(update={"top_n": None}), engine))
+    ranked = await strategy(request.model_copy(update={"top_n": None}), engine)
+    result = await run_sync(apply_feedback, request, ranked)
     if request.top_n is not None:
         result.ranking = result.ranking[: request.top_n]
     return result

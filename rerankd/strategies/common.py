@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 from rerankd.types import RankedDoc, RerankRequest, RerankResult, Usage
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def run_sync(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run a CPU-heavy synchronous step (prompt fitting, chunk planning, a refit) in a thread,
+    so the event loop it is awaited on (other jobs, lease renewals) keeps running."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def window_spans(n: int, window_size: int, stride: int) -> list[tuple[int, int]]:

@@ -15,6 +15,10 @@ overlapping its character span; per calibration mode its score is
   attentions (sample std).  This drops the outlier tokens the N/A query attends far more
   than the real one does (e.g. attention sinks such as the ``[i]`` marker or punctuation).
 
+``layers=START:END`` sums the attention of layers ``START <= l < END`` only and lets the engine
+stop its forward passes after layer ``END - 1`` (Selective-ICR; docs/strategies.md has the
+window we recommend).
+
 Passages are ranked by score, ties by first-stage rank.  ``doc_order="reversed"`` (the
 default) puts the best first-stage passage last, nearest the query, as OSU's BEIR runs
 (``--reverse_doc_order``); ``"first_stage"`` lists them in first-stage order.  Which is better
@@ -42,8 +46,16 @@ import numpy as np
 
 from rerankd.engines.base import Capability, Engine, require
 from rerankd.prompts.icr import IcrPrompt, build_icr_prompt, format_passage
-from rerankd.strategies.common import build_result
-from rerankd.types import ContextAttention, ICRConfig, RerankRequest, RerankResult, Tokenizer, Usage
+from rerankd.strategies.common import build_result, run_sync
+from rerankd.types import (
+    ContextAttention,
+    ICRConfig,
+    RerankInputError,
+    RerankRequest,
+    RerankResult,
+    Tokenizer,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,14 +172,25 @@ def plan_chunks(
     raise ValueError(f"no split of the {n} candidates fits the engine's context of {context_size} tokens")
 
 
+def check_layers(cfg: ICRConfig, engine: Engine) -> None:
+    """Refuse a layer window that ends past the engine's layers (when the engine tells them)."""
+    n_layers = getattr(engine, "num_layers", None)
+    if cfg.layers is not None and isinstance(n_layers, int) and n_layers > 0 and cfg.layers[1] > n_layers:
+        start, end = cfg.layers
+        raise RerankInputError(
+            f"layers {start}:{end} ends past the {n_layers} layers of {engine.model}; END must be <= {n_layers}"
+        )
+
+
 async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     """Rerank ``request.candidates`` by ICR attention scores (see the module docstring)."""
     cfg = request.strategy
     if not isinstance(cfg, ICRConfig):
         raise TypeError(f"icr.rerank needs an ICRConfig, got {type(cfg).__name__}")
     require(engine, Capability.ATTENTION, cfg.name)
+    check_layers(cfg, engine)
     t0 = time.perf_counter()
-    chunks, total_tokens = plan_chunks(request, engine.tokenizer, engine.context_size)
+    chunks, total_tokens = await run_sync(plan_chunks, request, engine.tokenizer, engine.context_size)
     t_prompt = time.perf_counter() - t0
 
     n = len(request.candidates)
@@ -177,9 +200,9 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     chunk_tokens: list[int] = []
     for indices, prompt in chunks:
         suffixes = [prompt.suffix] if cfg.calibration == "none" else [prompt.suffix, prompt.na_suffix]
-        attention = await engine.query_attention(prompt.context, suffixes)
+        attention = await engine.query_attention(prompt.context, suffixes, layers=cfg.layers)
         usage.add(prompt_tokens=attention.prompt_tokens, llm_calls=1 + len(suffixes))
-        scores, empty = score_passages(attention, prompt.doc_char_spans, cfg.calibration)
+        scores, empty = await run_sync(score_passages, attention, prompt.doc_char_spans, cfg.calibration)
         for j in empty:
             warnings.append(f"candidate {request.candidates[indices[j]].docid!r} has no context token; scored 0")
         chunk_scores.append(scores)

@@ -11,7 +11,7 @@ import time
 
 from rerankd.engines.base import Capability, Engine, require
 from rerankd.prompts import Passage, fit_prompt, get_template
-from rerankd.strategies.common import build_result, window_spans
+from rerankd.strategies.common import build_result, run_sync, window_spans
 from rerankd.strategies.parsing import parse_permutation
 from rerankd.types import FullRankingConfig, RerankRequest, RerankResult, SlidingWindowConfig, Usage
 
@@ -33,7 +33,7 @@ async def rank_window(
     """
     template = get_template(cfg.prompt)
     budget = cfg.max_output_tokens or template.output_budget(len(passages), engine.tokenizer)
-    fitted = fit_prompt(template, query, passages, engine.tokenizer, engine.context_size, budget)
+    fitted = await run_sync(fit_prompt, template, query, passages, engine.tokenizer, engine.context_size, budget)
     if fitted.truncated:
         warnings.append(f"{label}: passages cut to fit the context")
     gen = (await engine.generate([fitted.messages], max_tokens=budget))[0]

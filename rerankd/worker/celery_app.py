@@ -33,7 +33,14 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
+        # Our transport survives a Redis outage (see rerankd.worker.broker); the worker keeps
+        # reconnecting for as long as it takes.  Running jobs are not cancelled on connection
+        # loss: they record their outcome once Redis is back (their lease fences the result).
+        broker_transport="rerankd.worker.broker:Transport",
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_timeout=settings.redis_timeout_s,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
@@ -53,7 +60,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def task_message(app: Celery, task_name: str, job_id: str, queue: str) -> str:
+def task_message(app: Celery, task_name: str, job_id: str, queue: str, priority: int = 0) -> str:
     """The broker message of ``task_name(job_id)`` as kombu's Redis transport stores it in the
     queue's list (Celery message protocol 2 in kombu's JSON envelope).
 
@@ -68,7 +75,7 @@ def task_message(app: Celery, task_name: str, job_id: str, queue: str) -> str:
         **msg.properties,
         "delivery_mode": 2,
         "delivery_info": {"exchange": "", "routing_key": queue},
-        "priority": 0,
+        "priority": priority,  # kombu's lane (rerankd.jobs.quotas): restored messages go back to it
         "body_encoding": "base64",
         "delivery_tag": str(uuid.uuid4()),
     }

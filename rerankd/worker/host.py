@@ -5,7 +5,10 @@ the loop with ``asyncio.run_coroutine_threadsafe`` and blocks until it is done; 
 jobs a worker runs at once are N coroutines on one loop against one engine, and the engine
 batches their calls.  The loop also runs a lease/heartbeat task (renews the leases of
 running jobs, stops jobs whose cancel flag is set or whose lease was lost, writes the
-worker's heartbeat for ``/healthz``) and a listener of the cancel channel.
+worker's heartbeat for ``/healthz``), a listener of the cancel channel and the reaper
+(:mod:`rerankd.jobs.reaper`: requeues the jobs of lost workers once their lease expires).
+Every Redis call of the host survives a Redis outage: background rounds log and retry, and a
+finished job's outcome is written once Redis is back (fenced by its attempt).
 
 The engine is whatever ``load_engine(settings.engine, settings.model, **settings.engine_options)``
 gives, or, when ``settings.engine`` is a dotted ``module:Class``, ``Class.load(model, **options)``
@@ -22,14 +25,21 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rerankd.config import Settings
 from rerankd.engines.base import CapabilityError, Engine
+from rerankd.engines.loop_thread import LoopThread
+from rerankd.engines.options import validate_class_options
 from rerankd.jobs import ClaimResult, JobStore, MetricsWriter
+from rerankd.jobs.reaper import LeaseReaper
+from rerankd.jobs.redact import redact
 from rerankd.strategies import rerank
 from rerankd.types import RerankInputError, RerankResult
 
@@ -37,10 +47,18 @@ __all__ = ["EngineHost", "build_engine", "get_host", "start_host", "stop_host"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
+FINISH_RETRY_S = 600.0
+"""How long a worker keeps trying to record a finished job's outcome while Redis is away."""
+CLAIM_RETRY_S = 120.0
+"""How long a worker keeps trying to claim a delivered job while Redis is away (then the
+message is requeued, or comes back after the visibility timeout)."""
+
 
 def build_engine(settings: Settings) -> Engine:
     """Load the engine named by the settings (see the module docstring)."""
-    options: dict[str, Any] = dict(settings.engine_options)
+    options = settings.engine_options_with_device()
     if ":" in settings.engine:
         module, _, attr = settings.engine.partition(":")
         try:
@@ -48,6 +66,7 @@ def build_engine(settings: Settings) -> Engine:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"RERANKD_ENGINE={settings.engine!r}: cannot import {attr} from {module}: {e}") from e
         loader = getattr(cls, "load", None)
+        options = validate_class_options(cls, options)
         engine = loader(settings.model, **options) if callable(loader) else cls(settings.model, **options)
         return cast(Engine, engine)
     from rerankd.engines.factory import load_engine
@@ -68,8 +87,8 @@ class EngineHost:
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="rerankd-engine-loop", daemon=True)
+        self._thread = LoopThread("rerankd-engine-loop", start=False)
+        self.loop = self._thread.loop
         self.engine: Engine | None = None
         self._store: JobStore | None = None
         self._running: dict[str, _Running] = {}
@@ -78,10 +97,6 @@ class EngineHost:
         self.jobs_done = 0
 
     # ------------------------------------------------------------------ life cycle
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
 
     def start(self) -> None:
         """Start the loop thread and load the engine on it (blocks until loaded; raises on failure)."""
@@ -104,6 +119,11 @@ class EngineHost:
         self._store = JobStore.from_url(s.broker_url, s.key_prefix, timeout_s=s.redis_timeout_s)
         self._spawn(self._lease_loop(), "lease-loop")
         self._spawn(self._cancel_listener(), "cancel-listener")
+        self._spawn(self._reaper().run(s.reaper_interval_s), "reaper")
+        # Webhooks: every worker process runs a dispatcher of the durable outbox (rerankd.webhooks).
+        from rerankd.webhooks.dispatcher import Dispatcher
+
+        self._spawn(Dispatcher(self.store, s, self.worker_id).run(), "webhook-dispatcher")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop background tasks, close the engine and the loop (jobs should be done)."""
@@ -113,12 +133,11 @@ class EngineHost:
             asyncio.run_coroutine_threadsafe(self._astop(), self.loop).result(timeout)
         except Exception:
             log.exception("worker %s: error while stopping", self.worker_id)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
+        self._thread.stop(timeout)
 
     async def _astop(self) -> None:
         for task in list(self._background):
-            if task.get_name() in ("lease-loop", "cancel-listener"):
+            if task.get_name() in ("lease-loop", "cancel-listener", "webhook-dispatcher", "reaper"):
                 task.cancel()
         pending = [t for t in self._background if not t.done()]
         if pending:  # callbacks still being delivered get a short grace period
@@ -135,6 +154,18 @@ class EngineHost:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _reaper(self) -> LeaseReaper:
+        from rerankd.worker import TASK_NAME
+        from rerankd.worker.celery_app import make_celery, task_message
+
+        app = make_celery(self.settings)
+        return LeaseReaper(
+            self.store,
+            lambda job_id, queue, priority: task_message(app, TASK_NAME, job_id, queue, priority),
+            recheck_s=max(10.0, self.settings.lease_s),
+            unclaimed_after_s=max(10.0, self.settings.lease_s),
+        )
+
     @property
     def store(self) -> JobStore:
         if self._store is None:
@@ -150,7 +181,11 @@ class EngineHost:
 
     async def arun_job(self, job_id: str) -> float | None:
         s = self.settings
-        claim = await self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts)
+        claim = await self._retrying(
+            f"job {job_id}: claiming",
+            lambda: self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts),
+            limit_s=CLAIM_RETRY_S,
+        )
         if claim.outcome == "busy":
             log.info("job %s runs under another worker's lease; retrying in %.1fs", job_id, claim.retry_in)
             return max(0.2, claim.retry_in + 0.1)
@@ -196,10 +231,11 @@ class EngineHost:
                 status, error, code = "cancelled", "cancelled on request", "cancelled"
             elif (exc := inner.exception()) is not None:
                 if isinstance(exc, RerankInputError | CapabilityError | ValidationError | ValueError):
-                    status, error, code = "failed", str(exc), "invalid_request"
+                    status, error, code = "failed", redact(str(exc), [socket.gethostname()]), "invalid_request"
                 else:
                     log.error("job %s failed", job_id, exc_info=exc)
-                    status, error, code = "failed", f"{type(exc).__name__}: {exc}", "engine_error"
+                    error = redact(f"{type(exc).__name__}: {exc}", [socket.gethostname()])  # full text: logged above
+                    status, code = "failed", "engine_error"
             else:
                 status, result = "succeeded", inner.result()
         except asyncio.CancelledError:
@@ -209,16 +245,19 @@ class EngineHost:
             self._running.pop(job_id, None)
         m = self.store.metrics()
         self._record_metrics(m, claim, status, result, time.perf_counter() - t_run)
-        times = await self.store.finish(
-            job_id,
-            self.worker_id,
-            claim.attempt,
-            status,  # type: ignore[arg-type]
-            ttl_s=s.job_ttl_s,
-            result=result,
-            error=error,
-            error_code=code,
-            metrics=m,
+        times = await self._retrying(
+            f"job {job_id}: recording {status}",
+            lambda: self.store.finish(
+                job_id,
+                self.worker_id,
+                claim.attempt,
+                status,  # type: ignore[arg-type]
+                ttl_s=s.job_ttl_s,
+                result=result,
+                error=error,
+                error_code=code,
+                metrics=m,
+            ),
         )
         if times is None:
             log.warning(
@@ -229,8 +268,20 @@ class EngineHost:
             )
             return
         self.jobs_done += 1
-        if claim.callback_url and s.webhook_secret:
-            self._spawn(self._callback(job_id, status, claim.callback_url), f"callback-{job_id}")
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]], limit_s: float = FINISH_RETRY_S) -> _T:
+        """``await call()``, retried with backoff while Redis is unreachable (up to ``limit_s``)."""
+        deadline = time.monotonic() + limit_s
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", what, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _record_metrics(
         self,
@@ -254,28 +305,6 @@ class EngineHost:
             m.inc("prompt_tokens_total", labels, result.usage.prompt_tokens)
             m.inc("completion_tokens_total", labels, result.usage.completion_tokens)
             m.inc("parse_repairs_total", labels, len(result.warnings))
-
-    async def _callback(self, job_id: str, status: str, url: str) -> None:
-        from rerankd.worker.webhooks import deliver
-
-        s = self.settings
-        try:
-            record = await self.store.get(job_id)
-            if record is None or s.webhook_secret is None:
-                return
-            outcome = await deliver(
-                url,
-                f"job.{status}",
-                record.public(),
-                secret=s.webhook_secret,
-                msg_id=f"msg_{job_id}",
-                max_attempts=s.webhook_max_attempts,
-                backoff_s=s.webhook_backoff_s,
-                timeout_s=s.webhook_timeout_s,
-            )
-            await self.store.set_field(job_id, "callback_status", outcome)
-        except Exception:
-            log.exception("job %s: callback to %s failed", job_id, url)
 
     # ------------------------------------------------------------------ background tasks
 

@@ -7,21 +7,20 @@
   random model: fast machinery tests) and ``slow`` (:class:`SleepEngine`, for deadlines,
   cancellation and killed workers, where timing must be under the test's control).
 * The API (``python -m rerankd.api``) on a free loopback port, with API keys for alice and bob.
+
+The processes are started by :class:`rerankd.launchers.local.LocalStack` (they die with pytest).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +31,17 @@ import httpx
 import pytest
 
 from rerankd.engines.base import Capability
+from rerankd.launchers.local import LocalStack, wait_http
 from rerankd.types import ChatMessage, ContextAttention, Generation
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"alice": "key-alice", "bob": "key-bob"}
-WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldA=="
+WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldA=="  # the shared fallback (bob's)
+# alice's own webhook secrets, mid-rotation: both sign her callbacks
+ALICE_WEBHOOK_SECRETS = (
+    "whsec_" + "YWxpY2UtbmV3LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
+    "whsec_" + "YWxpY2Utb2xkLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
+)
 
 
 class SleepEngine:
@@ -68,7 +73,9 @@ class SleepEngine:
     async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         raise NotImplementedError
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -109,7 +116,7 @@ def test_redis() -> Iterator[str]:
                     r.flushdb()
                 return
         pytest.skip("no empty database on the Redis at 127.0.0.1:6379")
-    from rerankd.embedded import start_valkey
+    from rerankd.launchers.valkey import start_valkey
 
     server = start_valkey()
     try:
@@ -131,6 +138,15 @@ class Service:
     tiny_vllm_model: str = ""
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    stack: LocalStack | None = None
+    """The processes (rerankd.launchers.local); shares ``workers`` and ``procs``."""
+
+    def _stack(self) -> LocalStack:
+        if self.stack is None:
+            self.stack = LocalStack(self.env, self.logs, cwd=REPO)
+            self.stack.workers, self.stack.procs = self.workers, self.procs
+            self.stack.url = self.url
+        return self.stack
 
     def headers(self, owner: str = "alice") -> dict[str, str]:
         return {"Authorization": f"Bearer {KEYS[owner]}"}
@@ -141,51 +157,18 @@ class Service:
     def start_worker(
         self, name: str, model: str, engine: str, concurrency: int = 4, extra_env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        env = {
-            **self.env,
-            **(extra_env or {}),
-            "RERANKD_MODEL": model,
-            "RERANKD_ENGINE": engine,
-            "RERANKD_WORKER_CONCURRENCY": str(concurrency),
-        }
-        log = (self.logs / f"worker-{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rerankd.worker", "--hostname", f"{name}-{secrets.token_hex(3)}@%h"],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.workers[name] = proc
-        self.procs.append(proc)
-        return proc
+        return self._stack().start_worker(name, model, engine, concurrency, extra_env)
 
     def kill_worker(self, name: str) -> int:
-        proc = self.workers.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        return proc.pid
+        return self._stack().kill_worker(name)
 
     def live_workers(self) -> list[dict[str, Any]]:
-        resp = httpx.get(f"{self.url}/healthz", timeout=10)
+        resp = httpx.get(f"{self.url}/healthz", headers=self.headers(), timeout=10)  # workers: with a key
         return list(resp.json().get("workers", []))
 
     def wait_workers(self, models: Sequence[str], timeout: float = 240.0, pids: Sequence[int] = ()) -> None:
         """Wait until every model has a live worker (with one of ``pids``, if given)."""
-        deadline = time.monotonic() + timeout
-        missing: set[str] = set(models)
-        while time.monotonic() < deadline:
-            for name, proc in self.workers.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"worker {name} exited ({proc.returncode}); see {self.logs}")
-            with contextlib.suppress(httpx.HTTPError):
-                live = self.live_workers()
-                ok = {w["model"] for w in live if not pids or int(w["id"].rsplit(":", 1)[1]) in pids}
-                missing = set(models) - ok
-                if not missing:
-                    return
-            time.sleep(0.3)
-        raise TimeoutError(f"no live worker for {sorted(missing)} after {timeout:.0f}s; see {self.logs}")
+        self._stack().wait_workers(models, timeout, pids, headers=self.headers())
 
     def wait_job(
         self, job_id: str, owner: str = "alice", timeout: float = 120.0, until: Sequence[str] = ()
@@ -202,16 +185,7 @@ class Service:
             time.sleep(0.1)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(url, timeout=2)
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer in {timeout:.0f}s")
+_wait_http = wait_http  # kept for tests that import it
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +205,10 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         "ghost-cancel": {"model": "ghost-cancel"},
         "ghost-depth": {"model": "ghost-depth"},
         "ghost-wait": {"model": "ghost-wait"},
+        # A worker killed right after Redis handed it a message (test_review_regressions.py).
+        "review-popped": {"model": "review-popped"},
+        # A SleepEngine worker killed under a sync call (test_api_contract.py).
+        "api-sync": {"model": "api-sync"},
     }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
@@ -247,13 +225,17 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         "RERANKD_MAX_QUEUE_DEPTH": "3",
         "RERANKD_SYNC_TIMEOUT_S": "240",
         "RERANKD_JOB_DEADLINE_S": "240",
+        # Short leases and reaper sweeps: a killed worker's job is requeued from its expired lease
+        # within seconds (the broker's visibility timeout keeps its default, far above any job;
+        # test_durability.py checks the DEFAULT lease and reaper timings).
         "RERANKD_LEASE_S": "2",
-        # Far below the longest job on purpose, so a killed worker's message comes back quickly;
-        # jobs redelivered while still running are held back by their lease (claim -> busy).
-        "RERANKD_VISIBILITY_TIMEOUT_S": "5",
-        "RERANKD_UNACKED_RESTORE_INTERVAL_S": "1",
+        "RERANKD_REAPER_INTERVAL_S": "1",
         "RERANKD_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "RERANKD_WEBHOOK_BACKOFF_S": "0.2",
+        "RERANKD_WEBHOOK_SECRETS": json.dumps({"alice": list(ALICE_WEBHOOK_SECRETS)}),
+        # Test receivers listen on 127.0.0.1 (exactly this host; other loopback forms stay refused).
+        "RERANKD_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "RERANKD_WEBHOOK_RETRY_SCHEDULE_S": "[0.5, 0.5, 0.5]",
+        "RERANKD_WEBHOOK_TIMEOUT_S": "3",
         "RERANKD_ENGINE_OPTIONS": "{}",
         "RERANKD_LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": "1",
@@ -274,27 +256,11 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         svc.start_worker("smollm2", "smollm2-135m-instruct", "hf", concurrency=2)
         svc.start_worker("tiny", tiny, "hf", concurrency=4)
         svc.start_worker("slow", "slow", "tests.integration.conftest:SleepEngine", concurrency=4)
-        api = subprocess.Popen(
-            [sys.executable, "-m", "rerankd.api", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=(logs / "api.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        svc.procs.append(api)
-        _wait_http(f"{svc.url}/healthz", api)
+        svc._stack().start_api(port)
         svc.wait_workers(["smollm2-135m-instruct", tiny, "slow"])
         yield svc
     finally:
-        for proc in svc.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in svc.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        svc._stack().stop()
 
 
 @pytest.fixture(scope="session")
@@ -307,16 +273,9 @@ def api_without_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         "RERANKD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "RERANKD_REDIS_TIMEOUT_S": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rerankd.api", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=(logs / "api.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    stack = LocalStack(env, logs, cwd=REPO)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        yield f"http://127.0.0.1:{port}"
+        stack.start_api(port)
+        yield stack.url
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stack.stop()

@@ -75,6 +75,22 @@ def test_rerank_three_noveleval_queries(
     assert 0.0 <= float(measures["nDCG@10"]) <= 1.0
 
 
+def test_icr_layer_window_and_engine_options(tmp_path: Path, smollm2_dir: Path) -> None:
+    """`-p layers=` with the engine flags: the window's early exit runs end to end."""
+    base = ["rerank", str(NOVELEVAL / "candidates.jsonl"), "--strategy", "icr", "--limit", "2", "--top-k", "6"]
+    flags = ["--device", "cpu", "--dtype", "float32", "-e", "max_batch_size=2", "--concurrency", "2"]
+    out = tmp_path / "run.trec"
+    proc = rerankd(*base, "-o", str(out), "-p", "layers=4:16", *flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = read_run(out)
+    assert {qid: sorted(d for _, d, _ in rows) for qid, rows in runs.items()} == {
+        qid: sorted(docids) for qid, docids in first_stage(2, 6).items()
+    }
+    bad = rerankd(*base, "-o", str(tmp_path / "bad.trec"), "-p", "layers=4:99", *flags)
+    assert bad.returncode == 2
+    assert "layers 4:99 ends past the 30 layers of smollm2-135m-instruct" in bad.stderr
+
+
 def test_malformed_input_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     good = (NOVELEVAL / "candidates.jsonl").read_text().splitlines()[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rerankd.engines.base import Capability, CapabilityError, Engine
+from rerankd.engines.base import Capability, Engine
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.prompts import fit_prompt, get_template
 from rerankd.strategies import rerank, rerank_many
@@ -25,6 +25,7 @@ from rerankd.types import (
     Candidate,
     ChatMessage,
     FirstConfig,
+    ICRConfig,
     Query,
     RerankRequest,
     SlidingWindowConfig,
@@ -61,12 +62,12 @@ def test_engine_protocol(engine: Engine) -> None:
 
     assert isinstance(engine, VLLMEngine) and isinstance(engine, Engine)
     assert engine.name == "vllm" and engine.model == DEFAULT_MODEL
-    assert engine.capabilities == {Capability.GENERATE, Capability.LOGPROBS}
-    assert engine.context_size == 4096
+    # attention: rerankd's vLLM plugin (ICR), its pooling engine started on first use
+    assert engine.capabilities == {Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION}
+    assert engine.context_size == 4096 and engine.num_layers == 30
     assert isinstance(engine.tokenizer, HFTokenizer)
     assert engine.logprobs_mode == "token_ids"  # vLLM 0.32 has SamplingParams.logprob_token_ids
-    with pytest.raises(CapabilityError, match="hf"):
-        asyncio.run(engine.query_attention("context", ["q"]))
+    assert engine.attention is not None and not engine.attention.models  # lazy
 
 
 def test_generates_greedily(engine: Engine) -> None:
@@ -160,6 +161,35 @@ def test_first_same_order_as_hf_engine(engine: Engine, smollm2_dir: Path) -> Non
     scores_v = {d.docid: d.score for d in by_vllm.ranking}
     scores_h = {d.docid: d.score for d in by_hf.ranking}
     assert max(abs(scores_v[k] - scores_h[k]) for k in scores_v) < 1e-3
+
+
+ICR_TOLERANCE = 2e-5
+"""Largest allowed per-passage ICR score difference, vllm vs hf, SmolLM2 in float32 (measured 1.7e-6;
+different attention kernels for the context; a score sums ~100 token attentions x 30 layers)."""
+
+
+def test_icr_same_scores_as_hf_engine(engine: Engine, smollm2_dir: Path) -> None:
+    """ICR on 10 DL19 passages: per-passage scores of the vllm engine (ICR plugin) equal hf's."""
+    from rerankd.engines.hf import HFEngine
+
+    query, passages = first_window(10)
+    request = RerankRequest(
+        query=Query(qid="q", text=query),
+        candidates=[Candidate(docid=str(i), text=p.text, title=p.title) for i, p in enumerate(passages)],
+        strategy=ICRConfig(),
+    )
+    by_vllm = asyncio.run(rerank(request, engine))
+    hf = HFEngine.load(str(smollm2_dir), dtype="float32")
+    try:
+        by_hf = asyncio.run(rerank(request, hf))
+    finally:
+        asyncio.run(hf.aclose())
+    scores_v = {d.docid: d.score for d in by_vllm.ranking}
+    scores_h = {d.docid: d.score for d in by_hf.ranking}
+    diff = max(abs(scores_v[k] - scores_h[k]) for k in scores_v)
+    print(f"ICR SmolLM2 float32: largest per-passage score difference vllm vs hf {diff:.2e}")
+    assert diff < ICR_TOLERANCE
+    assert by_vllm.docids == by_hf.docids
 
 
 def test_close(engine: Engine) -> None:

@@ -19,7 +19,7 @@ import pytest
 from rerankd.engines.base import Capability
 from rerankd.engines.openai import OpenAIEngine, OpenAIRequestError
 from rerankd.engines.registry import DEFAULT_MODEL
-from rerankd.engines.vllm import VLLMServer
+from rerankd.launchers.vllm_server import VLLMServer
 from rerankd.prompts import Passage, fit_prompt, get_template
 from rerankd.strategies import rerank_many
 from rerankd.strategies.first import identifier_token_ids

@@ -93,7 +93,9 @@ class ScriptedEngine:
             out.append([-10.0 + 0.1 * rel.get(letter, 0) for letter in letters])
         return out
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         raise NotImplementedError
 
     async def aclose(self) -> None:

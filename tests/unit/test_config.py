@@ -93,3 +93,50 @@ def test_env_names() -> None:
     names = env_names()
     assert {"RERANKD_REDIS_URL", "RERANKD_MODEL", "RERANKD_CONFIG", "RERANKD_MAX_DOCUMENTS"} <= names
     assert all(n.startswith("RERANKD_") and n.isupper() for n in names)
+
+
+def test_unknown_settings_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RERANKD_MAX_DOCUMENT", "5")
+    with pytest.raises(
+        ValueError, match="unknown environment variable RERANKD_MAX_DOCUMENT; did you mean RERANKD_MAX_DOCUMENTS"
+    ):
+        Settings()
+    monkeypatch.delenv("RERANKD_MAX_DOCUMENT")
+    monkeypatch.setenv("RERANKD_OPENAI_BASEURL", "x")
+    with pytest.raises(ValueError, match="did you mean RERANKD_OPENAI_BASE_URL"):
+        Settings()
+    monkeypatch.delenv("RERANKD_OPENAI_BASEURL")
+    for name in ("RERANKD_API_URL", "RERANKD_API_KEY", "RERANKD_CACHE_DIR", "RERANKD_OPENAI_BASE_URL"):
+        monkeypatch.setenv(name, "x")
+    Settings()
+    cfg = tmp_path / "rerankd.toml"
+    cfg.write_text('modle = "m1"\n')
+    monkeypatch.setenv("RERANKD_CONFIG", str(cfg))
+    with pytest.raises(ValueError, match="unknown setting 'modle'; did you mean model"):
+        Settings()
+    cfg.write_text("[quotas.alice]\nrequests_per_minute = 5\n")
+    assert Settings().quota_for("alice").requests_per_minute == 5
+
+
+MISSPELT_ON_PURPOSE = {"test_config.py", "test_fairness.py"}
+
+
+def test_every_rerankd_variable_the_project_sets_is_known() -> None:
+    import re
+
+    from rerankd.config import CLIENT_ENV, check_environment
+
+    root = Path(__file__).resolve().parents[2]
+    found: set[str] = set()
+    for sub in ("tests", "bench", "deploy", "Makefile", "docs", "README.md", "examples"):
+        paths = [root / sub] if (root / sub).is_file() else (root / sub).rglob("*")
+        for p in paths:
+            if (
+                p.is_file()
+                and p.suffix in ("", ".py", ".yaml", ".yml", ".toml", ".sh", ".env", ".md")
+                and p.name not in MISSPELT_ON_PURPOSE
+            ):
+                found |= set(re.findall(r"\b(RERANKD_[A-Z0-9_]*[A-Z0-9])\b", p.read_text(errors="ignore")))
+    found -= {"RERANKD_OPENAI"}  # a prefix in docstrings
+    check_environment({name: "x" for name in found})
+    assert CLIENT_ENV <= found | CLIENT_ENV

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from rerankd.api.app import create_app
 from rerankd.config import Settings, env_names, queue_name
+from rerankd.jobs.quotas import BATCH, LOW, lane_key
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ROOT = DEPLOY.parent
@@ -120,6 +122,8 @@ def test_kubernetes_manifests() -> None:
     port = api["ports"][0]["containerPort"]
     assert api["command"][api["command"].index("--port") + 1] == str(port)
     assert services["rerankd-api"]["spec"]["ports"][0]["targetPort"] == port
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"  # one PING: cheap enough for a probe
+    assert "/readyz" in {r.path for r in create_app(Settings()).routes if hasattr(r, "path")}
 
     scaled = [d for d in docs if d["kind"] == "ScaledObject"]
     assert scaled
@@ -129,11 +133,46 @@ def test_kubernetes_manifests() -> None:
         assert container["image"].startswith("rerankd-worker") and _module_of(container["command"]) == "rerankd.worker"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         env = {e["name"]: e["value"] for e in container["env"]}
-        (trigger,) = so["spec"]["triggers"]
+        trigger, *lanes = so["spec"]["triggers"]  # the queue, then its low and batch lanes
         assert trigger["type"] == "redis"
         assert trigger["metadata"]["listName"] == queue_name(prefix, env["RERANKD_MODEL"])
+        assert [t["metadata"]["listName"] for t in lanes] == [
+            lane_key(trigger["metadata"]["listName"], p) for p in (LOW, BATCH)
+        ]
         assert config["RERANKD_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
     for d in docs:
         for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for e in c.get("env", []):
                 assert e["name"] in env_names() or not e["name"].startswith("RERANKD_")
+
+
+def _gpu_worker_envs() -> list[dict[str, str]]:
+    envs = [dict(s["environment"]) for n, s in _compose()["services"].items() if n.startswith("worker")]
+    for d in _k8s():
+        if d["kind"] == "Deployment" and d["metadata"]["name"].startswith("rerankd-worker"):
+            containers = d["spec"]["template"]["spec"]["containers"]
+            envs += [{e["name"]: e["value"] for e in c.get("env", [])} for c in containers]
+    return envs
+
+
+def test_gpu_workers_serve_all_four_strategies() -> None:
+    """vllm workers: generation and logprobs, plus ICR attention started with the worker, on the
+    vLLM version the ICR plugin supports, with GPU memory left for the attention model."""
+    import json
+
+    from rerankd.engines.options import validate_engine_options
+    from rerankd.engines.vllm_icr import SUPPORTED_VLLM_VERSIONS
+
+    envs = _gpu_worker_envs()
+    assert len(envs) >= 3
+    for env in envs:
+        assert env["RERANKD_ENGINE"] == "vllm"
+        options = json.loads(env["RERANKD_ENGINE_OPTIONS"])
+        assert options["attention"] == "eager"
+        assert options["gpu_memory_utilization"] + options["attention_gpu_memory_utilization"] <= 0.9
+        if importlib.util.find_spec("vllm") is not None:  # the option names are VLLMEngine.load's
+            validate_engine_options("vllm", options)
+    image = re.search(r"^FROM\s+vllm/vllm-openai:v(\S+)\s+AS\s+worker", (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert image is not None and image.group(1) in SUPPORTED_VLLM_VERSIONS
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    assert extra == [f"vllm=={image.group(1)}"]

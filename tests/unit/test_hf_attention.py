@@ -9,7 +9,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rerankd.engines.hf_attention import context_query_attention
+from rerankd.engines.hf_attention import (
+    batched_context_query_attention,
+    check_layer_window,
+    context_query_attention,
+)
 
 SHAPE: dict[str, Any] = dict(
     hidden_size=128,
@@ -45,9 +49,11 @@ def _model(factory: Callable[[], Any]) -> Any:
     return model
 
 
-def _reference(model: Any, context: list[int], suffix: list[int]) -> torch.Tensor:
-    """Eager attention of the whole prompt: suffix rows, summed over layers and heads,
-    averaged over suffix tokens, context columns."""
+def _reference(
+    model: Any, context: list[int], suffix: list[int], layers: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Eager attention of the whole prompt: suffix rows, summed over layers (of the window)
+    and heads, averaged over suffix tokens, context columns."""
     model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
@@ -55,7 +61,8 @@ def _reference(model: Any, context: list[int], suffix: list[int]) -> torch.Tenso
     finally:
         model.set_attn_implementation("sdpa")
     n = len(context)
-    rows = torch.stack([a[0, :, n:, :] for a in out.attentions])  # [layers, heads, suffix, total]
+    start, end = layers or (0, len(out.attentions))
+    rows = torch.stack([a[0, :, n:, :] for a in out.attentions[start:end]])  # [layers, heads, suffix, total]
     return rows.sum(dim=(0, 1)).mean(dim=0)[:n]
 
 
@@ -110,3 +117,75 @@ def test_refuses_models_that_bypass_the_attention_interface() -> None:
     with pytest.raises(RuntimeError, match="AttentionInterface"):
         context_query_attention(model, [1, 2, 3], [[4]])
     assert model.config._attn_implementation != "rerankd_query_rows"
+
+
+SHAPE4 = {**SHAPE, "num_hidden_layers": 4}
+
+
+def _deep_qwen2() -> Any:
+    return Qwen2ForCausalLM(Qwen2Config(**SHAPE4))
+
+
+@pytest.mark.parametrize("window", [(0, 4), (1, 3), (0, 1), (2, 4)], ids=str)
+def test_layer_window_early_exit_equals_full_pass(window: tuple[int, int]) -> None:
+    model = _model(_deep_qwen2)
+    gen = torch.Generator().manual_seed(2)
+    context = torch.randint(0, 500, (50,), generator=gen).tolist()
+    suffixes = [torch.randint(0, 500, (6,), generator=gen).tolist(), [3, 4]]
+    ran: list[int] = []
+    hook = model.model.layers[-1].register_forward_hook(lambda *_: ran.append(1))
+    try:
+        early = context_query_attention(model, context, suffixes, chunk_size=16, layers=window)
+        ran_early = len(ran)
+        full = context_query_attention(model, context, suffixes, chunk_size=16, layers=window, early_exit=False)
+    finally:
+        hook.remove()
+    # The top layer runs only when the window reaches it (prefill chunks + 2 suffix passes each).
+    assert ran_early == (0 if window[1] < 4 else 4 + 2)
+    for suffix, e, f in zip(suffixes, early, full, strict=True):
+        torch.testing.assert_close(e, f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(e, _reference(model, context, suffix, window), atol=1e-5, rtol=1e-5)
+
+
+def test_per_layer_rows_sum_to_the_window() -> None:
+    model = _model(_deep_qwen2)
+    context, suffixes = list(range(3, 40)), [[5, 6, 7], [8]]
+    [rows] = batched_context_query_attention(model, [(context, suffixes)], layers=(1, 4), per_layer=True)
+    for suffix, r in zip(suffixes, rows, strict=True):
+        assert r.shape == (3, len(context))
+        (window,) = context_query_attention(model, context, [suffix], layers=(2, 4))
+        torch.testing.assert_close(r[1:].sum(dim=0), window, atol=1e-6, rtol=1e-6)
+
+
+def test_batched_equals_unbatched() -> None:
+    """Left-padded contexts and right-padded suffixes give each query's own rows (fp32, 1e-5)."""
+    model = _model(_qwen2_sliding)
+    gen = torch.Generator().manual_seed(3)
+    items = [
+        (
+            torch.randint(0, 500, (n,), generator=gen).tolist(),
+            [torch.randint(0, 500, (m,), generator=gen).tolist() for m in ms],
+        )
+        for n, ms in ((60, (7, 3)), (23, (2, 9)), (41, (5,)), (1, (1, 4)))
+    ]
+    for window in (None, (1, 2)):
+        batched = batched_context_query_attention(model, items, chunk_size=16, layers=window, pad_id=499)
+        for (context, suffixes), got in zip(items, batched, strict=True):
+            alone = context_query_attention(model, context, suffixes, chunk_size=16, layers=window)
+            assert len(got) == len(suffixes)
+            for g, a in zip(got, alone, strict=True):
+                assert g.shape == (len(context),)
+                torch.testing.assert_close(g, a, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_window_validation() -> None:
+    assert check_layer_window(None, 24) == (0, 24)
+    assert check_layer_window((4, 16), 24) == (4, 16)
+    with pytest.raises(ValueError, match=r"layers must be START:END with 0 <= START < END, got 5:5"):
+        check_layer_window((5, 5), 24)
+    with pytest.raises(ValueError, match=r"layers must be .*got -1:3"):
+        check_layer_window((-1, 3), 24)
+    with pytest.raises(ValueError, match=r"layers 0:30 ends past the model's 24 layers"):
+        check_layer_window((0, 30), 24)
+    with pytest.raises(ValueError, match="past the model's 2 layers"):
+        context_query_attention(_model(_llama), [1, 2, 3], [[4]], layers=(0, 3))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,25 +144,50 @@ def test_empty_and_cancelled_calls_leave_the_batcher_working(engine: HFEngine) -
     assert gen.completion_tokens >= 1
 
 
-def test_query_attention_delegates(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[list[int], list[list[int]]]] = []
+CONTEXTS = [
+    "[1] Paris is the capital of France.\n\n[2] Cats sleep.\n\n",
+    "[1] Rivers flow to the sea, and the sea is salty.\n\n",
+    "[1] Python is a programming language.\n\n[2] Dogs are loyal companions.\n\n[3] Q\n\n",
+]
 
-    def fake(model: object, context_ids: list[int], suffix_ids: list[list[int]], chunk_size: int = 2048):
-        calls.append((context_ids, suffix_ids))
-        return [torch.arange(len(context_ids), dtype=torch.float32) * (k + 1) for k in range(len(suffix_ids))]
 
-    module = types.ModuleType("rerankd.engines.hf_attention")
-    module.context_query_attention = fake  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rerankd.engines.hf_attention", module)
-
-    context = "[1] Paris is the capital of France. [2] Cats sleep."
+def test_query_attention_offsets_and_sizes(engine: HFEngine) -> None:
+    context = CONTEXTS[0]
     out = asyncio.run(engine.query_attention(context, ["Query: capital", "N/A"]))
-    [(context_ids, suffix_ids)] = calls
-    assert context_ids == engine.tokenizer.encode(context)
+    context_ids = engine.tokenizer.encode(context)
     assert len(out.token_offsets) == len(context_ids)
     assert "".join(context[s:e] for s, e in out.token_offsets) == context
-    assert out.scores[1] == [2.0 * i for i in range(len(context_ids))]
-    assert out.prompt_tokens == len(context_ids) + sum(len(s) for s in suffix_ids)
+    assert [len(row) for row in out.scores] == [len(context_ids)] * 2
+    suffix_tokens = len(engine.tokenizer.encode("Query: capital")) + len(engine.tokenizer.encode("N/A"))
+    assert out.prompt_tokens == len(context_ids) + suffix_tokens
+
+
+def test_concurrent_query_attention_shares_passes_and_equals_one_at_a_time(engine: HFEngine) -> None:
+    """Tolerance: 1e-5 absolute (float32; padding changes only the summation shapes)."""
+    calls = [(c, [f"Query: {q}", "N/A"][: 1 + i % 2]) for i, c in enumerate(CONTEXTS) for q in ("sea", "cats")]
+
+    async def alone() -> list:
+        return [await engine.query_attention(c, s, layers=(0, 1)) for c, s in calls]
+
+    async def together() -> list:
+        return list(await asyncio.gather(*(engine.query_attention(c, s, layers=(0, 1)) for c, s in calls)))
+
+    want = asyncio.run(alone())
+    batches = engine.stats.batches
+    got = asyncio.run(together())
+    assert engine.stats.batches - batches == 1  # all six queries in one batch
+    assert engine.stats.recent_sizes[-1] == len(calls)
+    for g, w in zip(got, want, strict=True):
+        assert g.token_offsets == w.token_offsets
+        torch.testing.assert_close(torch.tensor(g.scores), torch.tensor(w.scores), atol=1e-5, rtol=0)
+
+
+def test_query_attention_layer_window_validation(engine: HFEngine) -> None:
+    assert engine.num_layers == 2
+    with pytest.raises(ValueError, match=r"layers 0:3 ends past the model's 2 layers \(END <= 2\)"):
+        asyncio.run(engine.query_attention(CONTEXTS[0], ["Q"], layers=(0, 3)))
+    with pytest.raises(ValueError, match=r"layers must be START:END with 0 <= START < END, got 1:1"):
+        asyncio.run(engine.query_attention(CONTEXTS[0], ["Q"], layers=(1, 1)))
 
 
 def test_aclose_stops_the_engine(tiny_model_dir: Path) -> None:
@@ -215,3 +238,19 @@ def test_micro_batcher_groups_by_key_and_isolates_errors() -> None:
     assert a == [0, 20] and b == [40]
     assert isinstance(c, ValueError)
     assert seen == [("x", [0, 2, 1]), ("y", [4])]
+
+
+def test_device_auto_logs_its_choice_and_bad_devices_are_refused(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="rerankd.engines.hf"):
+        eng = load_engine("hf", str(tiny_model_dir), device="auto", dtype="float32")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert eng.device.type == want  # type: ignore[attr-defined]
+    assert f"device auto: {want}" in caplog.text
+    asyncio.run(eng.aclose())
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+        load_engine("hf", str(tiny_model_dir), device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1': CUDA is not available on this machine"):
+            load_engine("hf", str(tiny_model_dir), device="cuda:1")

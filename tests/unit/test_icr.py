@@ -20,6 +20,7 @@ from rerankd.types import (
     Generation,
     ICRConfig,
     Query,
+    RerankInputError,
     RerankRequest,
     RerankResult,
     Tokenizer,
@@ -75,7 +76,9 @@ class StubAttentionEngine:
     async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
         raise NotImplementedError
 
-    async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+    async def query_attention(
+        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+    ) -> ContextAttention:
         self.calls.append((context, list(suffixes)))
         tokens = list(_WORD.finditer(context))
         scores = []
@@ -260,9 +263,53 @@ def test_engine_without_attention_is_refused() -> None:
 
 def test_rejects_malformed_engine_output() -> None:
     class Short(StubAttentionEngine):
-        async def query_attention(self, context: str, suffixes: Sequence[str]) -> ContextAttention:
+        async def query_attention(
+            self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+        ) -> ContextAttention:
             att = await super().query_attention(context, suffixes)
             return att.model_copy(update={"scores": [s[:-1] for s in att.scores]})
 
     with pytest.raises(ValueError, match="scores for"):
         run(make_request(["a", "b"]), Short())
+
+
+def test_layer_window_reaches_the_engine_and_is_checked_against_its_layers() -> None:
+    class Layered(StubAttentionEngine):
+        num_layers = 24
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.windows: list[tuple[int, int] | None] = []
+
+        async def query_attention(
+            self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
+        ) -> ContextAttention:
+            self.windows.append(layers)
+            return await super().query_attention(context, suffixes)
+
+    eng = Layered()
+    run(make_request(["a b", "c d"], layers="4:16"), eng)
+    run(make_request(["a b", "c d"]), eng)
+    assert eng.windows == [(4, 16), None]
+    with pytest.raises(
+        RerankInputError, match=r"layers 8:30 ends past the 24 layers of stub-attention; END must be <= 24"
+    ):
+        run(make_request(["a b"], layers=[8, 30]), eng)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("4:4", "layers must be START:END with 0 <= START < END, got 4:4"),
+        ("-2:3", "layers must be START:END with 0 <= START < END, got -2:3"),
+        ("a:b", "layers must be START:END (two integers, e.g. 4:16), got 'a:b'"),
+        (7, "layers must be START:END (two integers, e.g. 4:16), got 7"),
+    ],
+)
+def test_layer_window_validation_messages(value: object, message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as e:
+        ICRConfig.model_validate({"layers": value})
+    assert e.value.errors()[0]["loc"] == ("layers",)
+    assert message in str(e.value)

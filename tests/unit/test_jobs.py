@@ -32,7 +32,7 @@ def redis_url() -> Iterator[str]:
     if _reachable("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    from rerankd.embedded import start_valkey
+    from rerankd.launchers.valkey import start_valkey
 
     server = start_valkey()
     try:
@@ -216,7 +216,7 @@ async def test_metrics_round_trip(store: JobStore) -> None:
     assert 'rerankd_job_run_seconds_bucket{le="+Inf",model="m",strategy="s"} 3.0' in text
     assert 'rerankd_job_run_seconds_count{model="m",strategy="s"} 3.0' in text
     assert 'rerankd_workers{model="m"} 1.0' in text and 'rerankd_jobs_running{model="m"} 2.0' in text
-    assert f'rerankd_queue_depth{{queue="{store.prefix}.m"}} 0.0' in text
+    assert f'rerankd_queue_depth{{lane="interactive",queue="{store.prefix}.m"}} 0.0' in text
     await store.workers.remove("w1")
     assert await store.workers.live() == []
 

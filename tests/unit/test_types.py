@@ -5,6 +5,7 @@ from rerankd.types import (
     Candidate,
     FirstConfig,
     FullRankingConfig,
+    ICRConfig,
     Query,
     RerankRequest,
     SlidingWindowConfig,
@@ -31,7 +32,16 @@ def test_stride_above_window() -> None:
 def test_window_below_two() -> None:
     with pytest.raises(ValidationError) as e:
         SlidingWindowConfig(window_size=1, stride=1)
-    assert "window_size must be at least 2, got 1" in _msg(e)
+    assert "window_size must be between 2 and 100, got 1" in _msg(e)
+
+
+def test_strategy_upper_bounds() -> None:
+    with pytest.raises(ValidationError) as e:
+        SlidingWindowConfig(window_size=101, stride=10)
+    assert "window_size must be between 2 and 100, got 101" in _msg(e)
+    with pytest.raises(ValidationError) as e:
+        ICRConfig(max_words_per_passage=2001)
+    assert "max_words_per_passage" in _msg(e) and "2000" in _msg(e)
 
 
 def test_first_window_limited_to_alphabet() -> None:

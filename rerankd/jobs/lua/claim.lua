@@ -24,10 +24,16 @@ else
     return {'exhausted'}
   end
   redis.call('RPUSH', KEYS[2], fmt(now) .. ' lost ' .. (redis.call('HGET', KEYS[1], 'worker') or ''))
+  redis.call('HDEL', KEYS[1], 'requeued_msg')
 end
 att = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if st == 'queued' then
+  count_move('queued', 'running')
+  queued_index(KEYS[1], nil)
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', fmt(now),
            'lease_until', fmt(now + tonumber(ARGV[2])))
+lease_index(KEYS[1], now + tonumber(ARGV[2]))
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' running ' .. ARGV[1] .. ' attempt ' .. att)
 local f = redis.call('HMGET', KEYS[1], 'request', 'deadline_s', 'created_at', 'model', 'strategy',
                      'callback_url')

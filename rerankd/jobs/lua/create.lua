@@ -1,4 +1,4 @@
--- include: now fmt metrics
+-- include: now fmt metrics counters quotas queued
 -- KEYS: job, log, queue, idem, metric hashes... ;
 -- ARGV: max_depth, ttl, use_idem, idem_hash, id, message, n, k1, v1, ..., then metric ops (see MetricsWriter)
 if ARGV[3] == '1' then
@@ -11,6 +11,9 @@ if ARGV[3] == '1' then
     return {'conflict', id}
   end
 end
+local qb = 9 + 2 * tonumber(ARGV[7]) + 4 * tonumber(ARGV[8 + 2 * tonumber(ARGV[7])] or '0')
+local over = quota_check(qb)
+if over then return over end
 local maxd = tonumber(ARGV[1])
 if maxd >= 0 and redis.call('LLEN', KEYS[3]) >= maxd then return {'full', ''} end
 local n = tonumber(ARGV[7])
@@ -31,6 +34,19 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' queued')
 redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4] .. '|' .. ARGV[5], 'EX', ttl) end
-if ARGV[6] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[6]) end
+if ARGV[6] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[6])
+  queued_index(KEYS[1], ARGV[6])
+end
+-- owner index (GET /v1/jobs): {prefix}:owner:{owner}:jobs, job ids scored by created_at
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then
+  local ix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[5] - 4) .. 'owner:' .. owner .. ':jobs'
+  redis.call('ZADD', ix, now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', ix, '-inf', '(' .. fmt(now - ttl))  -- records older than the TTL are gone
+  redis.call('EXPIRE', ix, ttl)
+end
 apply_metrics(8 + 2 * n)
+count_move(nil, 'queued')
+quota_take(qb)
 return {'created', ARGV[5]}

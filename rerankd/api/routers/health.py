@@ -1,0 +1,100 @@
+"""``GET /healthz`` (is the service up, and with a key: which workers) and ``GET /readyz`` (probes).
+
+``/readyz`` is one Redis PING: cheap enough for a probe every few seconds.  ``/healthz`` also
+looks for live workers; without a key (or, with no keys configured, from a non-loopback
+client) it says only ``ok`` or ``unavailable``.  Tenants (any API key) see workers as the
+opaque ``wk_...`` ids of job records; only the local operator of a keyless, loopback-only
+service sees their ``hostname:pid``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.exceptions
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from rerankd.api.auth import is_loopback
+from rerankd.api.errors import error_body
+from rerankd.api.openapi import HealthOut, errors
+from rerankd.api.routers.deps import Service
+from rerankd.api.service import JobService
+from rerankd.jobs.redact import worker_ref
+
+router = APIRouter(tags=["ops"])
+
+
+def _detailed(request: Request, svc: JobService) -> bool:
+    """Whether the caller may see workers and queues: it sent a valid key (401 for a bad one)."""
+    if svc.auth.enabled:
+        if "authorization" not in request.headers:
+            return False
+        svc.auth.owner(request)
+        return True
+    return is_loopback(request.client.host if request.client else None)
+
+
+def _unavailable(svc: JobService, message: str, **extra: Any) -> JSONResponse:
+    body = {"status": "unavailable", **error_body(message, "unavailable"), **extra}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(svc.settings.retry_after_s)})
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={200: {"model": HealthOut}, 503: {"model": HealthOut, "description": "Redis is unreachable."}},
+)
+async def readyz(svc: Service) -> JSONResponse:
+    """200 when this API process can reach Redis (one PING), else 503."""
+    try:
+        await svc.store.r.ping()
+    except redis.exceptions.RedisError:
+        return _unavailable(svc, "job store unavailable: cannot reach Redis")
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/healthz",
+    response_model=None,
+    responses={
+        200: {"model": HealthOut},
+        503: {"model": HealthOut, "description": "Redis is unreachable or no worker is alive."},
+        **errors(401),
+    },
+)
+async def healthz(request: Request, svc: Service) -> JSONResponse:
+    """200 when Redis answers and at least one worker is alive; 503 otherwise."""
+    detailed = _detailed(request, svc)
+    s = svc.settings
+    try:
+        await svc.store.r.ping()
+        workers = await svc.store.workers.live()
+        depths = (
+            {s.queue_for(m): await svc.store.queue_depth(s.queue_for(m)) for m in s.served_models()} if detailed else {}
+        )
+    except redis.exceptions.RedisError as e:
+        extra = {"redis": f"unreachable: {type(e).__name__}", "workers": []} if detailed else {}
+        return _unavailable(svc, "job store unavailable: cannot reach Redis", **extra)
+    if not workers:
+        return _unavailable(svc, "no live worker", **({"redis": "ok", "workers": []} if detailed else {}))
+    if not detailed:
+        return JSONResponse({"status": "ok"})
+    hosted = {w.get("model") for w in workers}
+    opaque = svc.auth.enabled  # a tenant's key: no host names or pids
+
+    def wid(w: dict[str, str]) -> str:
+        return (worker_ref(w["id"]) or "") if opaque else w["id"]
+
+    return JSONResponse(
+        {
+            "status": "ok",
+            "redis": "ok",
+            "workers": [
+                {"id": wid(w), "model": w.get("model"), "queue": w.get("queue"), "running": int(w.get("running", 0))}
+                for w in workers
+            ],
+            "queues": depths,
+            "models_without_workers": [m for m in s.served_models() if m not in hosted],
+        }
+    )

@@ -1,0 +1,123 @@
+"""``GET /v1/queues``: queues and workers as the console shows them (any valid key).
+
+Depth of each model queue by lane, jobs queued / running per model (the counters the job
+scripts keep), live workers with heartbeat age and jobs done (workers as opaque ids, as in job
+records), cumulative finished jobs per model and status, and jobs finished per minute over the last
+:data:`THROUGHPUT_MINUTES` minutes (counted by ``lua/counters.lua`` at each transition).  One pipeline of
+fixed size: the cost does not depend on the number of stored jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from rerankd.api.openapi import errors
+from rerankd.api.routers.deps import Owner, Service
+from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
+from rerankd.jobs.redact import worker_ref
+
+router = APIRouter(tags=["queues"])
+THROUGHPUT_MINUTES = 10
+
+
+class QueueOut(BaseModel):
+    model: str
+    queue: str
+    depth: dict[str, int]
+    queued: int
+    running: int
+    workers: int
+
+
+class WorkerOut(BaseModel):
+    id: str
+    model: str
+    engine: str
+    concurrency: int
+    running: int
+    done: int
+    heartbeat_age_s: float | None
+    up_s: float | None
+
+
+class MinuteOut(BaseModel):
+    minute: int = Field(description="Start of the minute (Unix time); the last one is the current, partial minute.")
+    finished: int = Field(description="Jobs that reached a final status in that minute.")
+
+
+class QueuesOut(BaseModel):
+    time: float
+    queues: list[QueueOut]
+    workers: list[WorkerOut]
+    finished: dict[str, dict[str, int]] = Field(description="Jobs finished so far, by model and status.")
+    throughput: list[MinuteOut] = Field(description=f"The last {THROUGHPUT_MINUTES} minutes, oldest first.")
+
+
+def _f(v: str | None) -> float | None:
+    try:
+        return float(v) if v else None
+    except ValueError:
+        return None
+
+
+@router.get("/v1/queues", response_model=None, responses={200: {"model": QueuesOut}, **errors(401, 503)})
+async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
+    """Queue depths, jobs in flight, live workers and finished counts (global, for operators)."""
+    s, store = svc.settings, svc.store
+    workers = await store.workers.live()
+    models = list(dict.fromkeys([*s.served_models(), *(w.get("model", "") for w in workers)]))
+    pipe = store.r.pipeline(transaction=False)
+    for m in models:
+        for lane in LANES:
+            pipe.llen(lane_key(store.queue_key(s.queue_for(m)), lane))
+    lengths = iter(await pipe.execute())
+    minute = int(time.time() // 60)
+    minutes = list(range(minute - THROUGHPUT_MINUTES + 1, minute + 1))
+    done = await store.r.mget([f"{store.prefix}:m:tp:{m}" for m in minutes])
+    gauges = await store.read_metric_hashes(["g:jobs_by_status"])
+    counters, _ = await store.read_metrics()
+    by_status: dict[tuple[str, str], int] = {}
+    for lab, v in gauges.get("g:jobs_by_status", {}).items():
+        d = json.loads(lab)
+        by_status[(d.get("model", ""), d.get("status", ""))] = int(v)
+    finished: dict[str, dict[str, int]] = {}
+    for lab, v in counters.get("jobs_finished_total", {}).items():
+        d = json.loads(lab)
+        row = finished.setdefault(d.get("model", ""), {})
+        row[d.get("status", "")] = row.get(d.get("status", ""), 0) + int(v)
+    now = time.time()
+    out_queues = []
+    for m in models:
+        depth = {LANE_NAMES[lane]: int(next(lengths)) for lane in LANES}
+        out_queues.append(
+            {
+                "model": m,
+                "queue": s.queue_for(m),
+                "depth": depth,
+                "queued": max(0, by_status.get((m, "queued"), 0)),
+                "running": max(0, by_status.get((m, "running"), 0)),
+                "workers": sum(1 for w in workers if w.get("model") == m),
+            }
+        )
+    out_workers = []
+    for w in workers:
+        seen, started = _f(w.get("seen")), _f(w.get("started_at"))
+        out_workers.append(
+            {
+                "id": worker_ref(w["id"]),
+                "model": w.get("model", ""),
+                "engine": w.get("engine", ""),
+                "concurrency": int(w.get("concurrency", "0") or 0),
+                "running": int(w.get("running", "0") or 0),
+                "done": int(w.get("done", "0") or 0),
+                "heartbeat_age_s": round(now - seen, 3) if seen else None,
+                "up_s": round(now - started, 1) if started else None,
+            }
+        )
+    throughput = [{"minute": m * 60, "finished": int(d or 0)} for m, d in zip(minutes, done, strict=True)]
+    return {"time": now, "queues": out_queues, "workers": out_workers, "finished": finished, "throughput": throughput}

@@ -1,0 +1,94 @@
+"""``POST /rerank``: Hugging Face Text Embeddings Inference's rerank shape, synchronous.
+
+Request: ``query``, ``texts``, ``raw_scores`` (default false), ``return_text`` (default false),
+``truncate`` (default false), ``truncation_direction`` (``Right``/``Left``) and, as an extension,
+``model`` (a name of this server; default: the default alias).  Answer: ``[{index, score,
+text?}]`` best first, every text ranked.
+
+``score`` is Cohere's ``relevance_score`` (``1 - (rank - 1) / n``, :func:`rerankd.api.cohere.relevance_score`,
+1.0 for the best); with ``raw_scores`` it is the strategy's own score of the document
+(``RankedDoc.score``), whose scale depends on the strategy.  ``truncate``: a query or text over
+RERANKD_MAX_QUERY_CHARS / RERANKD_MAX_DOCUMENT_CHARS is cut to it (from the end, or from the
+start with ``truncation_direction: Left``) instead of refused with 422, as TEI cuts inputs to
+the model's length.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from rerankd.api.cohere import relevance_score
+from rerankd.api.openapi import errors
+from rerankd.api.routers.deps import Owner, Service
+from rerankd.api.routers.rerank import PreferHeader
+from rerankd.types import Candidate, Query, RerankRequest
+
+router = APIRouter(tags=["tei"])
+
+
+class TeiRerankRequest(BaseModel):
+    """The body of TEI's ``POST /rerank``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    model: str | None = Field(default=None, description="rerankd extension: a model name (default alias if unset).")
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+def _cut(text: str, limit: int, left: bool) -> str:
+    if len(text) <= limit:
+        return text
+    return text[-limit:] if left else text[:limit]
+
+
+@router.post(
+    "/rerank",
+    response_model=None,
+    responses={200: {"model": list[TeiRank]}, **errors(401, 404, 409, 413, 422, 429, 502, 503, 504)},
+)
+async def tei_rerank(
+    body: TeiRerankRequest, svc: Service, owner: Owner, prefer: PreferHeader = None
+) -> list[dict[str, Any]]:
+    """TEI-compatible rerank (synchronous): every text ranked, best first."""
+    s = svc.settings
+    target = svc.resolve(body.model)
+    query, texts = body.query, body.texts
+    if body.truncate:
+        left = body.truncation_direction.lower() == "left"
+        query = _cut(query, s.max_query_chars, left)
+        texts = [_cut(t, s.max_document_chars, left) for t in texts]
+    svc.check_texts(query, texts, field="texts")
+    if not texts:
+        return []
+    req = RerankRequest(
+        query=Query(text=query),
+        candidates=[Candidate(docid=str(i), text=t) for i, t in enumerate(texts)],
+        strategy=target.strategy,
+    )
+    record = await svc.run_sync(owner, target, req, svc.sync_timeout(prefer))
+    ranking = record.result.ranking if record.result is not None else []  # run_sync: succeeded jobs only
+    out = []
+    for doc in ranking:
+        idx = int(doc.docid)
+        item: dict[str, Any] = {
+            "index": idx,
+            "score": doc.score if body.raw_scores else relevance_score(doc.rank, len(texts)),
+        }
+        if body.return_text:
+            item["text"] = body.texts[idx]
+        out.append(item)
+    return out
