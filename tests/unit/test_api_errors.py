@@ -122,6 +122,15 @@ def test_non_utf8_batch_names_the_line(client: TestClient) -> None:
     assert "'file'" in missing["message"]
 
 
+def test_malformed_multipart_batch_is_a_422_naming_the_file(client: TestClient) -> None:
+    # found by schemathesis: starlette answers a broken form with a bare 400
+    boundary = "0d37f771f3609e9baf6be26654101f5f"
+    body = f"--{boundary}\r\nTrue--{boundary}--\r\n".encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    err = _error(client.post("/v1/batches", content=body, headers=headers), 422)
+    assert err["field"] == "file" and "malformed multipart" in err["message"]
+
+
 def test_validation_errors_have_our_shape(client: TestClient) -> None:
     body = _error(client.post("/v2/rerank", json={"query": "q"}), 422)
     assert body["field"] == "documents" and body["code"] == "invalid_request"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from rerankd.api.batch_service import MAX_RESULTS_LIMIT
 from rerankd.api.errors import ApiError
@@ -23,7 +24,10 @@ RESULTS_200 = {
 async def read_batch_body(request: Request) -> bytes:
     """The JSONL file: the raw body, or the ``file`` part of a multipart form."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
+        try:
+            form = await request.form()
+        except HTTPException as e:  # starlette's answer to a malformed form is a bare 400
+            raise ApiError(422, f"file: malformed multipart body ({e.detail})", field="file") from None
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "multipart batch upload needs a 'file' field", field="file")
