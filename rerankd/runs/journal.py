@@ -42,6 +42,7 @@ __all__ = [
 JOURNAL_SUFFIX = ".journal.jsonl"
 JOURNAL_VERSION = 1
 
+
 class JournalError(RuntimeError):
     """A journal that cannot be used as it is (corrupt, or not a journal)."""
 
