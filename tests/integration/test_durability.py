@@ -101,9 +101,10 @@ def _start_up(tmp: Path, port: int, data_dir: Path, env: dict[str, str], name: s
     up = Up(proc, port, log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{up.url}/healthz", timeout=2).status_code == 200:
-                return up
+        # `up` treats a crash before its own first healthy check as a set-up error (it stops), so
+        # the tests kill children only once it has said it is ready, not merely once /healthz answers
+        if "rerankd up: ready" in up.text():
+            return up
         time.sleep(0.3)
     proc.kill()
     raise AssertionError(f"rerankd up did not become healthy:\n{up.text()[-4000:]}")
