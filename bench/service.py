@@ -43,7 +43,7 @@ import httpx
 
 from rerankd.engines.base import Capability
 from rerankd.launchers.local import LocalStack, find_redis
-from rerankd.launchers.process import free_port
+from rerankd.launchers.net import free_port
 from rerankd.types import Candidate, ChatMessage, ContextAttention, Generation, Query, RerankRequest
 
 ROOT = Path(__file__).resolve().parents[1]

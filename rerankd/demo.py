@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import httpx
 import typer
 
 from rerankd.engines.registry import DEFAULT_MODEL
+from rerankd.launchers.net import free_port, wait_http
 from rerankd.launchers.process import spawn
 from rerankd.proctree import MARKER, stop_pids, tagged
 
@@ -75,12 +75,6 @@ def _say(message: str = "") -> None:
     typer.echo(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def demo_env(token: str, model: str) -> dict[str, str]:
     """The children's environment: the user's minus every ``RERANKD_*`` setting, plus the demo's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RERANKD_") or k == "RERANKD_CACHE_DIR"}
@@ -117,7 +111,7 @@ class DemoStack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         argv = [sys.executable, "-m", "rerankd", "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.worker_concurrency:
             argv += ["--concurrency", str(self.worker_concurrency)]
@@ -127,15 +121,13 @@ class DemoStack:
     def wait_ready(self, timeout: float) -> str | None:
         """None once ``/healthz`` answers 200 (Redis and a worker are up), else what went wrong."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"`rerankd up` exited with code {self.proc.returncode}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    return None
-            time.sleep(0.5)
-        return f"the stack was not ready after {timeout:.0f}s"
+        try:
+            wait_http(f"{self.url}/healthz", self.proc, timeout, status=200, interval=0.5)
+        except RuntimeError:
+            return f"`rerankd up` exited with code {self.proc.returncode}"
+        except TimeoutError:
+            return f"the stack was not ready after {timeout:.0f}s"
+        return None
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):

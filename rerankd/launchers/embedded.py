@@ -16,7 +16,6 @@ starts.  Ctrl-C / SIGTERM stop the API, then the worker (warm shutdown), then Va
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -26,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-import httpx
-
 from rerankd.config import Settings
-from rerankd.launchers.process import ChildSpec, Supervisor, SupervisorGaveUp, free_port, port_in_use, python_child
+from rerankd.launchers.net import free_port, port_in_use, wait_http
+from rerankd.launchers.process import ChildSpec, Supervisor, SupervisorGaveUp, python_child
 from rerankd.launchers.valkey import DataDirLock, default_data_dir, valkey_spec, wait_ping
 
 __all__ = ["Stack", "StackError"]
@@ -131,21 +129,25 @@ class Stack:
         )
 
     def _healthy(self) -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2.0).status_code == 200
-        return False
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=0, status=200)
+        except (RuntimeError, TimeoutError):
+            return False
+        return True
 
     def wait_ready(self, timeout: float = 600.0) -> bool:
         """Wait until ``/healthz`` answers 200 (a worker is up) or a child dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._stop.is_set():
-            if self.supervisor.dead():
-                return False
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2.0).status_code == 200:
-                    return True
-            time.sleep(0.5)
-        return False
+
+        def gone() -> str | None:
+            if self._stop.is_set():
+                return "stopping"
+            return "a child died" if self.supervisor.dead() else None
+
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}/healthz", timeout=timeout, status=200, gone=gone, interval=0.5)
+        except (RuntimeError, TimeoutError):
+            return False
+        return True
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         del frame

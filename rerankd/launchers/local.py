@@ -22,16 +22,11 @@ from typing import Any
 import httpx
 
 from rerankd.jobs.redact import worker_ref
+from rerankd.launchers.net import reachable, wait_http
 from rerankd.launchers.process import ChildSpec, Supervisor, python_child, stop_process
 from rerankd.launchers.valkey import ValkeyProcess, start_valkey
 
-__all__ = ["LocalStack", "find_redis", "reachable", "wait_http"]
-
-
-def reachable(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+__all__ = ["LocalStack", "find_redis"]
 
 
 def find_redis() -> tuple[str, ValkeyProcess | None]:
@@ -43,19 +38,6 @@ def find_redis() -> tuple[str, ValkeyProcess | None]:
         return "redis://127.0.0.1:6379/0", None
     server = start_valkey()
     return f"{server.connection_url}/0", server
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers at all (raises if ``proc`` exits first or on timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(url, timeout=2)
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer in {timeout:.0f}s")
 
 
 class LocalStack:

@@ -20,11 +20,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,8 +35,6 @@ __all__ = [
     "ChildSpec",
     "Supervisor",
     "SupervisorGaveUp",
-    "free_port",
-    "port_in_use",
     "python_child",
     "spawn",
     "stop_process",
@@ -116,27 +112,6 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         if proc.poll() is None:
             proc.send_signal(sig)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether ``host:port`` cannot be bound (someone listens there)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                return True
-            raise
-    return False
 
 
 @dataclass

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from rerankd.launchers.process import ChildSpec, free_port, spawn, stop_process
+from rerankd.launchers.net import free_port
+from rerankd.launchers.process import ChildSpec, spawn, stop_process
 
 __all__ = ["DataDirLock", "ValkeyProcess", "default_data_dir", "start_valkey", "valkey_argv", "valkey_spec"]
 

@@ -9,19 +9,11 @@ from typing import Any
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.engines.vllm import DEFAULT_CPU_KV_CACHE_GIB, _on_cpu
+from rerankd.launchers.net import free_port
 
-__all__ = ["VLLMServer", "free_port"]
+__all__ = ["VLLMServer"]
 
 _GIB = 1 << 30
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class VLLMServer:

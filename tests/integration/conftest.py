@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,8 @@ import httpx
 import pytest
 
 from rerankd.engines.base import Capability
-from rerankd.launchers.local import LocalStack, wait_http
+from rerankd.launchers.local import LocalStack
+from rerankd.launchers.net import free_port, reachable
 from rerankd.types import ChatMessage, ContextAttention, Generation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,18 +82,6 @@ class SleepEngine:
         return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _reachable(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @dataclass
 class RedisTarget:
     url: str
@@ -105,7 +93,7 @@ def test_redis() -> Iterator[str]:
     """A Redis URL with a database of its own for this run (flushed at the end)."""
     import redis
 
-    if _reachable(6379):
+    if reachable(6379):
         lock = f"rerankd-test-lock-{secrets.token_hex(4)}"
         for db in range(15, 0, -1):
             r = redis.Redis(port=6379, db=db)
@@ -183,9 +171,6 @@ class Service:
             if job["status"] in final or time.monotonic() > deadline:
                 return dict(job)
             time.sleep(0.1)
-
-
-_wait_http = wait_http  # kept for tests that import it
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from rerankd.launchers.local import LocalStack
-from tests.integration.conftest import KEYS, Service, free_port
+from rerankd.launchers.net import free_port
+from tests.integration.conftest import KEYS, Service
 
 pytestmark = pytest.mark.integration
 

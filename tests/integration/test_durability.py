@@ -23,7 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import REPO, free_port
+from rerankd.launchers.net import free_port
+from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from rerankd.launchers.local import LocalStack
-from rerankd.launchers.process import free_port
+from rerankd.launchers.net import free_port
 from tests.integration.conftest import REPO, Service
 
 pytestmark = pytest.mark.integration

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from rerankd.engines.provision import cache_root
+from rerankd.launchers.net import free_port
 from rerankd.proctree import MARKER, stop_pids, tagged
 
 pytestmark = pytest.mark.integration
@@ -39,12 +40,6 @@ def _port_taken(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +61,7 @@ def test_the_readme_has_the_three_recipes_on_its_first_screen() -> None:
 def test_recipe_runs_as_written(name: str, workdir: Path) -> None:
     code = recipes()[name]
     if name == "rag" and _port_taken(8080):
-        code = code.replace("8080", str(_free_port()))
+        code = code.replace("8080", str(free_port()))
     token = secrets.token_hex(8)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RERANKD_", "XDG_"))}
     env.update(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -18,7 +17,8 @@ import pytest
 
 from rerankd.client import Client
 from rerankd.jobs.redact import worker_ref
-from tests.integration.conftest import REPO, Service, free_port
+from rerankd.launchers.net import free_port, wait_http
+from tests.integration.conftest import REPO, Service
 
 pytestmark = pytest.mark.integration
 
@@ -328,13 +328,10 @@ def test_rerankd_up_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> No
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 120
-        status = 0
-        while time.monotonic() < deadline and status != 200 and proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
-            time.sleep(0.3)
-        assert status == 200, log.read_text()[-3000:]
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc, 120, status=200)
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError(log.read_text()[-3000:]) from e
         resp = httpx.post(
             f"http://127.0.0.1:{port}/v2/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60
         )

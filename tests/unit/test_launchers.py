@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from rerankd.launchers.process import ChildSpec, Supervisor, SupervisorGaveUp, port_in_use, python_child
+from rerankd.launchers.net import port_in_use
+from rerankd.launchers.process import ChildSpec, Supervisor, SupervisorGaveUp, python_child
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
