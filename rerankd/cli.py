@@ -16,7 +16,7 @@ from rerankd import demo, doctor
 from rerankd.client import DEFAULT_URL
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
-from rerankd.types import RerankInputError, RerankRequest, StrategyConfig
+from rerankd.types import STRATEGY_NAMES, RerankInputError, RerankRequest, StrategyConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM listwise reranking.")
 models_app = typer.Typer(no_args_is_help=True, help="Bundled models: list and provision.")
@@ -43,6 +43,8 @@ def _coerce(value: str) -> Any:
 
 def strategy_config(name: str, params: list[str]) -> StrategyConfig:
     """Build and validate a strategy config from ``--param key=value`` pairs."""
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"--strategy {name!r} is not a strategy; choose one of {', '.join(STRATEGY_NAMES)}")
     data: dict[str, Any] = {"name": name}
     for p in params:
         if "=" not in p:
@@ -58,7 +60,8 @@ def strategy_config(name: str, params: list[str]) -> StrategyConfig:
             if err["type"] == "extra_forbidden":
                 msgs.append(f"{loc!r} is not a setting of strategy {name!r}")
             else:
-                msgs.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+                msg = err["msg"].removeprefix("Value error, ")
+                msgs.append(f"{loc}: {msg}" if loc else msg)
         raise ValueError("; ".join(msgs)) from None
 
 

@@ -35,3 +35,21 @@ def test_flags_that_do_not_apply_are_errors(
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "run.trec.journal.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--strategy", "foo"], "--strategy 'foo' is not a strategy; choose one of sliding_window"),
+        (["--strategy", "first", "-p", "stride=0"], "stride must be between 1 and window_size (20), got 0"),
+        (["--strategy", "icr", "-p", "bogus=1"], "'bogus' is not a setting of strategy 'icr'"),
+    ],
+)
+def test_bad_strategy_settings_name_what_is_wrong(
+    queries: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, ["rerank", str(queries), "-o", str(tmp_path / "run.trec"), *extra])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert ": :" not in result.output and "Error: :" not in result.output
+    assert "Input tag" not in result.output  # pydantic's own wording stays inside
