@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 DEMO_STRATEGY ?= icr
 DEMO_ARGS ?=
 
-.PHONY: setup models demo test lint bench clean
+.PHONY: setup models demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed $(CHROMIUM)
 
@@ -39,6 +39,10 @@ demo: models
 
 test: models
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The inner loop: unit tests only (no real model, no server started by the test), no model pull.
+test-fast: setup
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit -m "not integration"
 
 lint: setup
 	$(VENV)/bin/ruff check rerankd tests bench

@@ -7,6 +7,7 @@ Screenshots of the pages go to docs/ui/*.png.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -107,7 +108,10 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     page.wait_for_selector("#job-detail .ranking li")
     assert page.locator("#job-detail .ranking li").count() == 6
     assert page.locator("#job-detail .ranking .bar span").count() == 6
-    assert page.locator("#job-detail .history li").count() >= 3  # queued, running, succeeded
+    history = page.locator("#job-detail .history li")
+    assert history.count() >= 3  # queued, running, succeeded
+    first = history.first.inner_text()
+    assert re.match(r"^\d{1,2}:\d{2}:\d{2}\s+queued", first), first  # a clock time, not epoch seconds
     assert page.locator("#job-detail .timings dt").count() >= 1
     assert "largest city" in page.inner_text("#job-detail")
     page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)

@@ -24,6 +24,11 @@ function el(tag, attrs, ...children) {
 
 const $ = (sel) => document.querySelector(sel);
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
+// History lines start with the event's epoch seconds ("1733400000.12 queued ..."): show a local time.
+const fmtHistory = (line) => {
+  const m = /^(\d+(?:\.\d+)?)\s+(.*)$/.exec(String(line));
+  return m ? `${new Date(Number(m[1]) * 1000).toLocaleTimeString([], { hour12: false })}  ${m[2]}` : String(line);
+};
 const fmtSecs = (s) => (s === null || s === undefined ? "" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
 const badge = (status) => el("span", { class: `status ${status}`, text: status });
 
@@ -192,31 +197,40 @@ function renderJob(job) {
     el("dt", { text: "Finished" }), el("dd", { text: fmtTime(job.finished_at) })));
   if (job.error) parts.push(el("p", { class: "error" }, `${job.error.code}: ${job.error.message}`));
   if (result) {
-    parts.push(el("h2", { text: "Ranking" }), renderRanking(result.ranking, texts));
+    parts.push(el("h2", { text: "Ranking" }), renderRanking(result, texts));
     parts.push(el("h2", { text: "Warnings" }),
       result.warnings.length ? el("ul", { class: "plain warnings" }, result.warnings.map((w) => el("li", { text: w })))
         : el("p", { class: "muted", text: "none" }));
     parts.push(el("h2", { text: "Timings" }), renderTimings(result.timings, result.usage));
   }
   parts.push(el("h2", { text: "History" }),
-    el("ul", { class: "plain history mono" }, (job.history || []).map((h) => el("li", { text: h }))));
+    el("ul", { class: "plain history mono" }, (job.history || []).map((h) => el("li", { text: fmtHistory(h), title: String(h) }))));
   return el("div", {}, parts);
 }
 
-function renderRanking(ranking, texts) {
+// score: the strategy's own (its scale depends on model and strategy); relevance: P(relevant) from the
+// calibration the worker loaded, or a dash when none applies (answers then use the rank-derived map)
+function renderRanking(result, texts) {
+  const ranking = result.ranking;
   const scores = ranking.map((d) => d.score);
   const lo = Math.min(...scores), hi = Math.max(...scores);
-  return el("ol", { class: "ranking" }, ranking.map((d) => {
+  const note = result.calibration
+    ? el("p", { class: "muted relevance-note" }, "relevance = calibrated P(relevant), calibration ", el("span", { class: "mono", text: result.calibration }))
+    : el("p", { class: "muted relevance-note", text: "relevance: no calibration for this model, strategy and settings (answers use the rank map 1 - (rank-1)/n)" });
+  const list = el("ol", { class: "ranking" }, ranking.map((d) => {
     const frac = hi > lo ? (d.score - lo) / (hi - lo) : 1;
     const bar = el("span");
     bar.style.width = `${Math.max(2, Math.round(frac * 100))}%`;
+    const calibrated = d.relevance !== null && d.relevance !== undefined;
     return el("li", {},
       el("span", { class: "mono", text: `#${d.rank}` }),
       el("span", { class: "mono", title: `first stage #${d.first_stage_rank}`, text: `${d.docid} (was #${d.first_stage_rank})` }),
-      el("span", { class: "mono", text: Number(d.score).toFixed(3) }),
+      el("span", { class: "mono score", title: "the strategy's score", text: Number(d.score).toFixed(3) }),
+      el("span", { class: "mono relevance", title: calibrated ? "calibrated P(relevant)" : "no calibration", text: calibrated ? `P ${Number(d.relevance).toFixed(3)}` : "P –" }),
       el("div", { class: "bar" }, bar),
       texts[d.docid] !== undefined ? el("span", { class: "text", text: texts[d.docid] }) : null);
   }));
+  return el("div", {}, note, list);
 }
 
 function renderTimings(timings, usage) {
@@ -357,7 +371,7 @@ async function runPlayground(ev) {
     const parts = [el("h2", {}, "Result ", badge(job.status), " ", el("span", { class: "muted", id: "play-time", text: `${wall.toFixed(2)} s end to end` }))];
     if (job.error) parts.push(el("p", { class: "error", text: `${job.error.code}: ${job.error.message}` }));
     if (job.result) {
-      parts.push(renderRanking(job.result.ranking, texts));
+      parts.push(renderRanking(job.result, texts));
       parts.push(el("h2", { text: "Timings" }), renderTimings(job.result.timings, job.result.usage));
       if (job.result.warnings.length) parts.push(el("ul", { class: "plain warnings" }, job.result.warnings.map((w) => el("li", { text: w }))));
     }
