@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rerankd.config import Settings, env_names, queue_name
+from rerankd.config import Settings, env_names
+from rerankd.jobs.routing import queue_name
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def test_defaults() -> None:
     s = Settings()
     assert s.redis_url is None and s.broker_url == "redis://127.0.0.1:6379/0"
     assert s.model == "smollm2-135m-instruct" and s.engine == "hf"
-    assert s.queue == "rerankd.smollm2-135m-instruct" == queue_name("rerankd", s.model)
+    assert queue_name(s.key_prefix, s.model) == "rerankd.smollm2-135m-instruct" and s.worker_role == "auto"
     assert s.api_key_map() == {}
     assert s.visibility_timeout > s.job_deadline_s
     assert s.resolve_model(None) == (s.model, s.strategy)
@@ -124,7 +125,7 @@ MISSPELT_ON_PURPOSE = {"test_config.py", "test_fairness.py"}
 def test_every_rerankd_variable_the_project_sets_is_known() -> None:
     import re
 
-    from rerankd.config import CLIENT_ENV, check_environment
+    from rerankd.config import CLIENT_ENV, check_environment, env_names
 
     root = Path(__file__).resolve().parents[2]
     found: set[str] = set()
@@ -139,4 +140,6 @@ def test_every_rerankd_variable_the_project_sets_is_known() -> None:
                 found |= set(re.findall(r"\b(RERANKD_[A-Z0-9_]*[A-Z0-9])\b", p.read_text(errors="ignore")))
     found -= {"RERANKD_OPENAI"}  # a prefix in docstrings
     check_environment({name: "x" for name in found})
-    assert CLIENT_ENV <= found | CLIENT_ENV
+    assert found - (env_names() | CLIENT_ENV) == set()
+    # the scan really reads the project: settings, client variables and the config file's name
+    assert {"RERANKD_REDIS_URL", "RERANKD_MODEL", "RERANKD_API_KEY", "RERANKD_CONFIG"} <= found
