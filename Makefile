@@ -8,7 +8,7 @@ CHROMIUM := /usr/bin/chromium
 DEMO_STRATEGY ?= icr
 DEMO_ARGS ?=
 
-.PHONY: setup models demo test test-fast lint bench clean
+.PHONY: setup models demo test test-fast screenshots lint bench clean
 
 setup: $(VENV)/.installed $(CHROMIUM)
 
@@ -43,6 +43,10 @@ test: models
 # The inner loop: unit tests only (no real model, no server started by the test), no model pull.
 test-fast: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit -m "not integration"
+
+# The console's pictures in docs/ui, taken by its browser test (tests write only to temporary folders).
+screenshots: models
+	SCREENSHOTS_DIR=$(CURDIR)/docs/ui $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration/test_console.py
 
 lint: setup
 	$(VENV)/bin/ruff check rerankd tests bench

@@ -1,12 +1,14 @@
 """The web console at /ui in a real browser (Playwright driving Debian's chromium, installed by
 ``make setup``) against the real stack: every page clicked through, no JS error allowed.
 
-Screenshots of the pages go to docs/ui/*.png.
+Screenshots of the pages go to the test's temporary folder; ``make screenshots`` sets
+``SCREENSHOTS_DIR=docs/ui`` to refresh the docs' pictures (a test run leaves the tree as it was).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import KEYS, REPO, Service
+from tests.integration.conftest import KEYS, Service
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +34,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = REPO / "docs" / "ui"
 TIMEOUT_MS = 60_000
 
 
@@ -83,7 +84,8 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     for j in mine:
         assert service.wait_job(j)["status"] == "succeeded"
     batch_id = _batch(service)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
@@ -114,7 +116,7 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     assert re.match(r"^\d{1,2}:\d{2}:\d{2}\s+queued", first), first  # a clock time, not epoch seconds
     assert page.locator("#job-detail .timings dt").count() >= 1
     assert "largest city" in page.inner_text("#job-detail")
-    page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
+    page.screenshot(path=str(shots / "jobs.png"), full_page=True)
 
     # queues and workers: depths, the live workers with heartbeats, throughput samples
     page.click("nav a[data-page=queues]")
@@ -127,7 +129,7 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     page.wait_for_timeout(4500)  # two more samples
     minutes = httpx.get(f"{service.url}/v1/queues", headers=service.headers()).json()["throughput"]
     assert len(minutes) == 10 and sum(m["finished"] for m in minutes) >= 3  # this test's jobs, at least
-    page.screenshot(path=str(SHOTS / "queues.png"), full_page=True)
+    page.screenshot(path=str(shots / "queues.png"), full_page=True)
 
     # playground: a query and passages, a strategy and its settings -> ranking, scores and time
     page.click("nav a[data-page=playground]")
@@ -144,7 +146,7 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     assert page.locator("#play-result .ranking li").count() == len(passages)
     assert "end to end" in page.inner_text("#play-time")
     assert "succeeded" in page.inner_text("#play-result")
-    page.screenshot(path=str(SHOTS / "playground.png"), full_page=True)
+    page.screenshot(path=str(shots / "playground.png"), full_page=True)
 
     # batches: progress, and the results downloaded
     page.click("nav a[data-page=batches]")
@@ -157,7 +159,7 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     dl.value.save_as(saved)
     rows = [json.loads(line) for line in saved.read_text().splitlines()]
     assert [r["custom_id"] for r in rows] == ["row-0", "row-1", "row-2"] and all("response" in r for r in rows)
-    page.screenshot(path=str(SHOTS / "batches.png"), full_page=True)
+    page.screenshot(path=str(shots / "batches.png"), full_page=True)
 
     assert errors == [], errors
 
