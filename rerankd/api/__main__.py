@@ -6,9 +6,11 @@ import argparse
 import logging
 
 from rerankd.config import get_settings
+from rerankd.extras import require
 
 
 def main(argv: list[str] | None = None) -> None:
+    require("service", "the API")
     import uvicorn
 
     from rerankd.api.app import create_app

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from rerankd.extras import require
+
 __all__ = [
     "DTYPES",
     "accepted_options",
@@ -88,6 +90,7 @@ def parse_options_text(text: str, name: str = "RERANKD_ENGINE_OPTIONS") -> dict[
 def _loader(kind: str) -> Callable[..., Any] | None:
     """The callable whose keyword parameters are the options of engine ``kind``."""
     if kind == "hf":
+        require("hf", "the hf engine")
         from rerankd.engines.hf import HFEngine
 
         return HFEngine.load
@@ -97,12 +100,18 @@ def _loader(kind: str) -> Callable[..., Any] | None:
         except ImportError:  # the loader reports a missing vLLM itself
             return None
         return VLLMEngine.load
+    if kind == "cross_encoder":
+        require("hf", "the cross_encoder engine")
+        from rerankd.engines.cross_encoder.engine import CrossEncoderEngine
+
+        return CrossEncoderEngine.load
     return None
 
 
 def accepted_options(kind: str) -> dict[str, Any]:
     """``{option: type hint}`` of engine ``kind`` (``hf``, ``vllm``, ``openai``)."""
     if kind == "openai":
+        require("openai", "the openai engine")
         from rerankd.engines.openai import OpenAISettings
 
         hints = typing.get_type_hints(OpenAISettings)

@@ -1,7 +1,8 @@
 """``python -m rerankd.worker [celery worker options]``: a worker for ``RERANKD_MODEL``.
 
-Runs ``celery -A rerankd.worker.app worker --pool threads --concurrency N`` on the model's
-queue; extra arguments are passed to ``celery worker``.
+Runs ``celery -A rerankd.worker.app worker --pool threads --concurrency N``; extra arguments are
+passed to ``celery worker``.  The worker chooses its queues itself once its engine is loaded
+(:mod:`rerankd.jobs.routing`, ``RERANKD_WORKER_ROLE``), so ``--queues`` is not given.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from rerankd.config import get_settings
+from rerankd.extras import require
 
 
 def worker_argv(extra: list[str]) -> list[str]:
@@ -22,8 +24,6 @@ def worker_argv(extra: list[str]) -> list[str]:
         "threads",
         "--concurrency",
         str(s.worker_concurrency),
-        "--queues",
-        s.queue,
         "--loglevel",
         s.log_level,
         "--without-gossip",
@@ -35,6 +35,7 @@ def worker_argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    require("service", "the worker")
     from celery.__main__ import main as celery_main
 
     sys.argv = ["celery", *worker_argv(sys.argv[1:])]

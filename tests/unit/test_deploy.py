@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 import yaml
 
 from rerankd.api.app import create_app
-from rerankd.config import Settings, env_names, queue_name
-from rerankd.jobs.quotas import BATCH, LOW, lane_key
+from rerankd.config import Settings, env_names
+from rerankd.engines.base import Capability
+from rerankd.jobs.quotas import LANES, lane_key
+from rerankd.jobs.routing import worker_capabilities, worker_queues
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ROOT = DEPLOY.parent
@@ -91,13 +94,14 @@ def test_dockerfile_stages() -> None:
     assert by_name["api"].startswith("python:3.11")
     worker = text.split("AS worker", 1)[1]
     api = text.split("AS api", 1)[1].split("AS worker", 1)[0]
-    assert 'pip install ".[vllm]"' in worker and '"rerankd.worker"' in worker
-    assert '"rerankd.api"' in api and "EXPOSE 8080" in api and "torch" not in api.split("RUN", 1)[1]
+    assert 'pip install ".[vllm,service]"' in worker and '"rerankd.worker"' in worker
+    assert '"rerankd.api"' in api and "EXPOSE 8080" in api and 'pip install ".[service]"' in api
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "vllm" in project["optional-dependencies"]
-    core = {_dep_name(d) for d in project["dependencies"]}
-    api_deps = {_dep_name(d) for d in re.findall(r'"([A-Za-z][^"]*[<>=][^"]*)"', api)}
-    assert api_deps and api_deps <= core, f"API image installs packages not in pyproject: {api_deps - core}"
+    extras = project["optional-dependencies"]
+    # the API image gets the base install and the service extra: neither brings torch or an engine
+    api_deps = {_dep_name(d) for d in [*project["dependencies"], *extras["service"]]}
+    assert {"fastapi", "celery", "redis", "uvicorn"} <= api_deps
+    assert not api_deps & {"torch", "transformers", "vllm", "openai", "sentence-transformers"}
     for f in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
         for src in f.split():
             assert (ROOT / src).exists(), src
@@ -133,13 +137,19 @@ def test_kubernetes_manifests() -> None:
         assert container["image"].startswith("rerankd-worker") and _module_of(container["command"]) == "rerankd.worker"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         env = {e["name"]: e["value"] for e in container["env"]}
-        trigger, *lanes = so["spec"]["triggers"]  # the queue, then its low and batch lanes
-        assert trigger["type"] == "redis"
-        assert trigger["metadata"]["listName"] == queue_name(prefix, env["RERANKD_MODEL"])
-        assert [t["metadata"]["listName"] for t in lanes] == [
-            lane_key(trigger["metadata"]["listName"], p) for p in (LOW, BATCH)
-        ]
-        assert config["RERANKD_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
+        # every lane of every queue the worker reads, as rerankd's routing names them
+        queues = worker_queues(prefix, env["RERANKD_MODEL"], _served(env))
+        lists = [t["metadata"]["listName"] for t in so["spec"]["triggers"]]
+        assert sorted(lists) == sorted(lane_key(q, lane) for q in queues for lane in LANES), so["metadata"]["name"]
+        for trigger in so["spec"]["triggers"]:
+            assert trigger["type"] == "redis"
+            assert config["RERANKD_REDIS_URL"].startswith(f"redis://{trigger['metadata']['address']}/")
+    served_models = set(json.loads(config.get("RERANKD_MODELS", "[]")))
+    for d in deployments.values():
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in c.get("env", [])}
+            if "RERANKD_MODEL" in env:  # the API accepts every model a worker hosts
+                assert env["RERANKD_MODEL"] in served_models | {Settings.model_fields["model"].default}
     for d in docs:
         for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             for e in c.get("env", []):
@@ -155,21 +165,64 @@ def _gpu_worker_envs() -> list[dict[str, str]]:
     return envs
 
 
-def test_gpu_workers_serve_all_four_strategies() -> None:
-    """vllm workers: generation and logprobs, plus ICR attention started with the worker, on the
-    vLLM version the ICR plugin supports, with GPU memory left for the attention model."""
-    import json
+VLLM_CAPABILITIES = {
+    # what the vllm engine offers per `attention` mode (rerankd/engines/vllm.py)
+    "off": {Capability.GENERATE, Capability.LOGPROBS},
+    "only": {Capability.ATTENTION, Capability.LOGPROBS},
+    "eager": {Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION},
+    "lazy": {Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION},
+}
 
+
+def _served(env: dict[str, str]) -> list[Capability]:
+    """The capabilities (hence queues) of a vllm worker: its role, checked against its engine."""
+    mode = json.loads(env["RERANKD_ENGINE_OPTIONS"]).get("attention", "lazy")
+    return worker_capabilities(env.get("RERANKD_WORKER_ROLE", "auto"), "vllm", VLLM_CAPABILITIES[mode])
+
+
+def test_both_forms_of_gpu_workers() -> None:
+    """(a) workers that serve all four strategies and (b) workers by role, in compose and k8s: each
+    role's engine can serve it (scoring: attention=only; generating: attention=off), one GPU each."""
+    from rerankd.engines.options import validate_engine_options
+
+    by_role: dict[str, int] = {}
+    for env in _gpu_worker_envs():
+        role = env.get("RERANKD_WORKER_ROLE", "auto")
+        by_role[role] = by_role.get(role, 0) + 1
+        served = _served(env)  # raises for a role the engine cannot serve
+        options = json.loads(env["RERANKD_ENGINE_OPTIONS"])
+        if role == "scoring":
+            assert options["attention"] == "only" and Capability.GENERATE not in served
+        elif role == "generating":
+            assert options["attention"] == "off" and Capability.ATTENTION not in served
+        else:
+            assert served == [Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION]
+        if importlib.util.find_spec("vllm") is not None:
+            validate_engine_options("vllm", options)
+    assert by_role.get("auto", 0) >= 3 and by_role.get("scoring", 0) >= 2 and by_role.get("generating", 0) >= 2
+    roles = {n: s for n, s in _compose()["services"].items() if "RERANKD_WORKER_ROLE" in s.get("environment", {})}
+    assert roles and all(s.get("profiles") == ["by-role"] for s in roles.values())
+
+
+def test_gpu_workers_serve_all_four_strategies() -> None:
+    """vllm workers of form (a): generation and logprobs, plus ICR attention started with the
+    worker, on the vLLM version the ICR plugin supports, their GPU shares within the budget."""
     from rerankd.engines.options import validate_engine_options
     from rerankd.engines.vllm_icr import SUPPORTED_VLLM_VERSIONS
+    from rerankd.engines.vllm_memory import plan_shares
 
-    envs = _gpu_worker_envs()
+    envs = [e for e in _gpu_worker_envs() if e.get("RERANKD_WORKER_ROLE", "auto") in ("auto", "all")]
     assert len(envs) >= 3
     for env in envs:
         assert env["RERANKD_ENGINE"] == "vllm"
         options = json.loads(env["RERANKD_ENGINE_OPTIONS"])
         assert options["attention"] == "eager"
-        assert options["gpu_memory_utilization"] + options["attention_gpu_memory_utilization"] <= 0.9
+        plan = plan_shares(
+            attention="eager",
+            attention_max_models=options.get("attention_max_models", 2),
+            **{k: options[k] for k in ("gpu_memory_utilization", "attention_gpu_memory_utilization") if k in options},
+        )
+        assert plan.generation is not None and plan.attention is not None and plan.total <= plan.budget + 1e-9
         if importlib.util.find_spec("vllm") is not None:  # the option names are VLLMEngine.load's
             validate_engine_options("vllm", options)
     image = re.search(r"^FROM\s+vllm/vllm-openai:v(\S+)\s+AS\s+worker", (DEPLOY / "Dockerfile").read_text(), re.M)
