@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from rerankd import demo, doctor
 from rerankd.calibration import command as calibration_command
 from rerankd.client import DEFAULT_URL
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.extras import MissingExtraError, require
-from rerankd.formats.inputs import InputFormatError, QueryItem, read_queries
-from rerankd.types import STRATEGY_NAMES, RerankInputError, RerankRequest, StrategyConfig
+from rerankd.formats.inputs import InputFormatError, read_queries
+from rerankd.runs.requests import build_requests, strategy_config
+from rerankd.types import RerankInputError, RerankRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLM listwise reranking.")
 models_app = typer.Typer(no_args_is_help=True, help="Bundled models: list and provision.")
@@ -29,49 +30,16 @@ app.command("calibrate")(calibration_command.command)
 
 log = logging.getLogger("rerankd")
 
-_STRATEGY = TypeAdapter(StrategyConfig)
-
-
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
 
 
-def _coerce(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
-def strategy_config(name: str, params: list[str]) -> StrategyConfig:
-    """Build and validate a strategy config from ``--param key=value`` pairs."""
-    if name not in STRATEGY_NAMES:
-        raise ValueError(f"--strategy {name!r} is not a strategy; choose one of {', '.join(STRATEGY_NAMES)}")
-    data: dict[str, Any] = {"name": name}
-    for p in params:
-        if "=" not in p:
-            raise ValueError(f"--param expects key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        data[k.strip().replace("-", "_")] = _coerce(v.strip())
-    try:
-        return _STRATEGY.validate_python(data)
-    except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"][1:] or err["loc"])
-            if err["type"] == "extra_forbidden":
-                msgs.append(f"{loc!r} is not a setting of strategy {name!r}")
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-                msgs.append(f"{loc}: {msg}" if loc else msg)
-        raise ValueError("; ".join(msgs)) from None
-
-
 def engine_options(kind: str, device: str | None, dtype: str | None, pairs: list[str]) -> dict[str, Any]:
     """Engine settings from ``--device``, ``--dtype`` and ``-e key=value``, validated for ``kind``."""
+    from rerankd.engines.devices import check_device, check_dtype
     from rerankd.engines.factory import ENGINE_KINDS
-    from rerankd.engines.options import check_device, check_dtype, parse_option_pairs, validate_engine_options
+    from rerankd.engines.options import parse_option_pairs, validate_engine_options
 
     options: dict[str, Any] = parse_option_pairs(pairs)
     for flag, key, value, check in (
@@ -90,17 +58,6 @@ def engine_options(kind: str, device: str | None, dtype: str | None, pairs: list
     if kind.strip().lower() not in ENGINE_KINDS:
         return options
     return validate_engine_options(kind.strip().lower(), options)
-
-
-def _requests(items: list[QueryItem], cfg: StrategyConfig, top_k: int | None) -> list[RerankRequest]:
-    return [
-        RerankRequest(
-            query=it.query,
-            candidates=it.candidates[:top_k] if top_k else it.candidates,
-            strategy=cfg,
-        )
-        for it in items
-    ]
 
 
 @app.command()
@@ -199,7 +156,7 @@ def rerank(
             items.append(it)
             if limit and len(items) >= limit:
                 break
-        requests = _requests(items, cfg, top_k)
+        requests = build_requests(items, cfg, top_k)
     except InputFormatError as e:
         raise _fail(str(e)) from None
     except (ValueError, ValidationError) as e:

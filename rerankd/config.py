@@ -36,6 +36,16 @@ Setting (environment variable)      Default                      Meaning
 ``RERANKD_MODELS``                  ``[]``                       Extra model names the API accepts as such
                                                                  (each served by its own workers).
 ``RERANKD_WORKER_CONCURRENCY``      ``8``                        Jobs one worker runs at once (threads).
+``RERANKD_CALIBRATIONS``            unset (the cache, beside the Calibration files or folders (comma-separated)
+                                    model)                       a worker loads at start-up; unset: the
+                                                                 model's folder in the cache; empty: none
+                                                                 (docs/calibration.md).
+``RERANKD_WORKER_ROLE``             ``auto``                     Queues a worker reads (rerankd/jobs/routing.py):
+                                                                 ``auto`` (its engine's capabilities),
+                                                                 ``scoring`` (ICR, FIRST), ``generating``
+                                                                 (sliding window, full ranking, FIRST) or
+                                                                 ``all``; a role the engine cannot serve is a
+                                                                 start-up error.
 ``RERANKD_API_HOST``                ``127.0.0.1``                API bind address.
 ``RERANKD_API_PORT``                ``8080``                     API port.
 ``RERANKD_API_KEYS``                unset                        ``name1:key1,name2:key2``.  None configured:
@@ -47,10 +57,11 @@ Setting (environment variable)      Default                      Meaning
 ``RERANKD_MAX_BODY_BYTES``          ``10000000``                 Request body size (413 above).
 ``RERANKD_MAX_BATCH_BYTES``         ``100000000``                Batch file size (413 above).
 ``RERANKD_MAX_BATCH_LINES``         ``10000``                    Lines of a batch file (413 above).
-``RERANKD_MAX_QUEUE_DEPTH``         ``1000``                     Queued messages of a model above which sync
-                                                                 reranks, new jobs and batches get 503 +
+``RERANKD_MAX_QUEUE_DEPTH``         ``1000``                     Queued messages of a job's queue and lane (a
+                                                                 model has a queue per capability) above which
+                                                                 sync reranks, new jobs and batches get 503 +
                                                                  Retry-After.
-``RERANKD_MAX_BATCH_QUEUE_DEPTH``   ``100000``                   Queued messages of a model's batch lane above
+``RERANKD_MAX_BATCH_QUEUE_DEPTH``   ``100000``                   Queued messages of a queue's batch lane above
                                                                  which new batches get 503 + Retry-After.
 ``RERANKD_MAX_DOCID_CHARS``         ``256``                      Characters of a docid, qid or custom_id (422).
 ``RERANKD_MAX_TITLE_CHARS``         ``2000``                     Characters of a candidate title (422).
@@ -113,6 +124,8 @@ and the openai engine's ``RERANKD_OPENAI_<NAME>`` settings (see ``docs/engines.m
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import fnmatch
 import functools
@@ -141,7 +154,6 @@ __all__ = [
     "check_environment",
     "env_names",
     "get_settings",
-    "queue_name",
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -158,6 +170,24 @@ class ModelAlias(BaseModel):
     """``None``: the ``strategy`` setting."""
 
 
+MAX_ACTIVE_SECRETS = 2
+"""Webhook secrets of one API key at once: the new and the old one during a rotation."""
+
+
+def check_webhook_secret(secret: str) -> str:
+    """``secret`` if it is a per-key Standard Webhooks secret (``whsec_`` + base64 of 24 to 64
+    bytes), else ``ValueError`` saying why."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret must start with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a webhook secret must be whsec_ and base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"a webhook secret must hold 24 to 64 bytes, this one holds {len(key)}")
+    return secret
+
+
 class QuotaOverride(BaseModel):
     """Per-key quota settings (``RERANKD_QUOTAS``); unset fields take the global ``quota_*``."""
 
@@ -167,11 +197,6 @@ class QuotaOverride(BaseModel):
     batch_jobs_in_flight: int | None = Field(default=None, ge=0)
     requests_per_minute: int | None = Field(default=None, ge=0)
     documents_per_minute: int | None = Field(default=None, ge=0)
-
-
-def queue_name(prefix: str, model: str) -> str:
-    """The broker queue of the workers that host ``model``."""
-    return f"{prefix}.{model}"
 
 
 class Settings(BaseSettings):
@@ -193,6 +218,8 @@ class Settings(BaseSettings):
     unknown_model: str | None = None
     models: list[str] = Field(default_factory=list)
     worker_concurrency: int = Field(default=8, ge=1, le=1024)
+    calibrations: Annotated[list[str] | None, NoDecode] = None
+    worker_role: str = "auto"
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=1, le=65535)
@@ -264,17 +291,15 @@ class Settings(BaseSettings):
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _webhook_secrets(cls, v: Any) -> Any:
-        from rerankd.webhooks.signing import MAX_ACTIVE, check_secret
-
         if not isinstance(v, dict):
             return v
         out = {}
         for name, secrets in v.items():
             listed = [secrets] if isinstance(secrets, str) else list(secrets)
-            if not 1 <= len(listed) <= MAX_ACTIVE:
+            if not 1 <= len(listed) <= MAX_ACTIVE_SECRETS:
                 raise ValueError(f"webhook_secrets[{name!r}]: one secret, or two during a rotation")
             try:
-                out[name] = [check_secret(s) for s in listed]
+                out[name] = [check_webhook_secret(s) for s in listed]
             except ValueError as e:
                 raise ValueError(f"webhook_secrets[{name!r}]: {e}") from None
         return out
@@ -298,6 +323,14 @@ class Settings(BaseSettings):
             raise ValueError("webhook_retry_schedule_s: delays must be >= 0")
         return v
 
+    @field_validator("worker_role")
+    @classmethod
+    def _check_role(cls, v: str) -> str:
+        from rerankd.jobs.routing import role_capabilities
+
+        role_capabilities(v)  # ValueError naming the setting and the roles
+        return v
+
     @field_validator("engine_options", mode="before")
     @classmethod
     def _parse_engine_options(cls, v: Any) -> Any:
@@ -305,17 +338,24 @@ class Settings(BaseSettings):
 
         return parse_options_text(v) if isinstance(v, str) else v
 
+    @field_validator("calibrations", mode="before")
+    @classmethod
+    def _split_calibrations(cls, v: Any) -> Any:
+        if isinstance(v, str):  # comma-separated in the environment
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str | None) -> str | None:
-        from rerankd.engines.options import check_device
+        from rerankd.engines.devices import check_device
 
         return None if v is None else check_device(v)
 
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, v: str | None) -> str | None:
-        from rerankd.engines.options import check_dtype
+        from rerankd.engines.devices import check_dtype
 
         return None if v is None else check_dtype(v)
 
@@ -353,14 +393,6 @@ class Settings(BaseSettings):
         if self.visibility_timeout_s is not None:
             return self.visibility_timeout_s
         return self.job_deadline_s + 2 * self.lease_s + 60.0
-
-    @property
-    def queue(self) -> str:
-        """The queue of the model this process hosts (worker) or defaults to (API)."""
-        return queue_name(self.key_prefix, self.model)
-
-    def queue_for(self, model: str) -> str:
-        return queue_name(self.key_prefix, model)
 
     def api_key_map(self) -> dict[str, str]:
         """``{key: name}`` from ``api_keys`` and ``api_keys_file``; empty: no authentication."""

@@ -243,15 +243,15 @@ def job_lines(job: dict[str, Any], top: int = 10) -> list[str]:
 def find_job(url: str, opts: DemoOptions) -> tuple[dict[str, Any], bool]:
     """The first query's job of the run (same ``Idempotency-Key`` and body: the same job) and
     whether the service said so (``Idempotent-Replayed``)."""
-    from rerankd.cli import _requests, strategy_config
     from rerankd.client import job_body
     from rerankd.formats.inputs import read_queries
     from rerankd.runs import journal_path, read_journal
     from rerankd.runs.queue_executor import QueueExecutor
+    from rerankd.runs.requests import build_requests, strategy_config
 
     run_id = str(read_journal(journal_path(opts.output)).header["run_id"])
     first = next(iter(read_queries(opts.input)))
-    request = _requests([first], strategy_config(opts.strategy, opts.params), opts.top_k)[0]
+    request = build_requests([first], strategy_config(opts.strategy, opts.params), opts.top_k)[0]
     key = QueueExecutor(client=None, run_id=run_id, model=opts.model).idempotency_key(request, 0)  # type: ignore[arg-type]
     with httpx.Client(base_url=url, timeout=60.0) as http:
         resp = http.post("/v1/jobs", json=job_body(request, opts.model, None, None), headers={"Idempotency-Key": key})

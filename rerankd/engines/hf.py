@@ -21,10 +21,10 @@ import torch
 
 from rerankd.engines.base import Capability
 from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
+from rerankd.engines.devices import check_device, check_dtype
 from rerankd.engines.hf_attention import batched_context_query_attention, check_layer_window, num_layers
 from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.micro_batcher import BatchStats, MicroBatcher
-from rerankd.engines.options import check_device, check_dtype
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
@@ -40,6 +40,23 @@ _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_
 """End-of-turn/end-of-text special tokens that stop generation when the tokenizer has them."""
 
 # --------------------------------------------------------------------------- engine
+
+
+def _prefix_rows(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """The rows to run for next-token logprobs of ``prompts``: a prompt that is a prefix of
+    another one (FIRST asks for ``P`` and ``P + "["`` together) is read from that prompt's row
+    (causal attention: its hidden state there is the same).  Returns the rows and, per prompt,
+    ``(row, tokens after the prompt's end in that row)``."""
+    rows: list[list[int]] = []
+    where: list[tuple[int, int]] = [(0, 0)] * len(prompts)
+    for i in sorted(range(len(prompts)), key=lambda i: -len(prompts[i])):
+        p = list(prompts[i])
+        host = next((r for r, row in enumerate(rows) if row[: len(p)] == p), None)
+        if host is None:
+            rows.append(p)
+            host = len(rows) - 1
+        where[i] = (host, len(rows[host]) - len(p))
+    return rows, where
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -254,17 +271,21 @@ class HFEngine:
         return self._head32
 
     def _logprobs_batch(self, payloads: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        ids, mask = self._left_pad([p for p, _ in payloads])
+        rows, where = _prefix_rows([p for p, _ in payloads])
+        ids, mask = self._left_pad(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Row and position of each prompt's last token (left padding: rows end at the last column).
+        pick_row = torch.tensor([r for r, _ in where], dtype=torch.long, device=ids.device)
+        pick_pos = torch.tensor([ids.shape[1] - 1 - back for _, back in where], dtype=torch.long, device=ids.device)
         if getattr(self.hf_model.config, "final_logit_softcapping", None):
             # Models that transform logits after the projection: use their own head.
             out = self.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            logits = out.logits[:, -1, :].float()
+            logits = out.logits[pick_row, pick_pos, :].float()
         else:
             base = self.hf_model.base_model
             hidden = base(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
-            ).last_hidden_state[:, -1, :]
+            ).last_hidden_state[pick_row, pick_pos, :]
             weight, bias = self._lm_head_fp32()
             logits = hidden.float() @ weight.T
             if bias is not None:

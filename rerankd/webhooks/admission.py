@@ -16,7 +16,7 @@ __all__ = ["check_callback"]
 async def check_callback(settings: Settings, owner: str, url: str) -> None:
     """``ValueError`` naming ``callback_url`` and the reason unless ``owner`` has a signing secret
     and ``url`` passes the egress policy (its host resolved now)."""
-    if not SecretBook.from_settings(settings).for_owner(owner):
+    if not SecretBook(settings.webhook_secrets, settings.webhook_secret).for_owner(owner):
         raise ValueError(
             f"callback_url: no webhook signing secret is configured for API key {owner!r} "
             "(RERANKD_WEBHOOK_SECRETS, or the fallback RERANKD_WEBHOOK_SECRET)"

@@ -67,7 +67,7 @@ class Dispatcher:
         self.outbox = Outbox(store.r, store.prefix)
         self.holder = holder
         self.policy = EgressPolicy.from_settings(settings)
-        self.secrets = SecretBook.from_settings(settings)
+        self.secrets = SecretBook(settings.webhook_secrets, settings.webhook_secret)
         self.schedule = list(settings.webhook_retry_schedule_s)
         self.timeout_s = settings.webhook_timeout_s
         self.lease_s = settings.webhook_timeout_s + 5.0

@@ -14,19 +14,12 @@ entry (a secret all those keys share; ``whsec_<base64>`` or plain text, used as 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from rerankd.config import Settings
-
-__all__ = ["SecretBook", "check_secret", "secret_bytes", "sign", "signature_header", "verify"]
-
-MAX_ACTIVE = 2
+__all__ = ["SecretBook", "secret_bytes", "sign", "signature_header", "verify"]
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -34,19 +27,6 @@ def secret_bytes(secret: str) -> bytes:
     if secret.startswith("whsec_"):
         return base64.b64decode(secret.removeprefix("whsec_"))
     return secret.encode("utf-8")
-
-
-def check_secret(secret: str) -> str:
-    """``secret`` if it is a per-key secret of the right form, else ``ValueError`` saying why."""
-    if not secret.startswith("whsec_"):
-        raise ValueError("a webhook secret must start with whsec_")
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("a webhook secret must be whsec_ and base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"a webhook secret must hold 24 to 64 bytes, this one holds {len(key)}")
-    return secret
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -81,10 +61,6 @@ class SecretBook:
     def __init__(self, per_key: Mapping[str, Sequence[str]], fallback: str | None = None) -> None:
         self.per_key = {name: tuple(secrets) for name, secrets in per_key.items()}
         self.fallback = fallback
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SecretBook:
-        return cls(settings.webhook_secrets, settings.webhook_secret)
 
     def for_owner(self, owner: str) -> tuple[str, ...]:
         """The secrets that sign ``owner``'s callbacks (empty: none configured)."""

@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 from rerankd.cli import app
 from rerankd.config import Settings
 from rerankd.engines.budget import check_prompt_fits, output_budget
+from rerankd.engines.devices import check_device, check_dtype
 from rerankd.engines.options import (
-    check_device,
-    check_dtype,
     parse_options_text,
     validate_class_options,
     validate_engine_options,

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from rerankd.config import Settings
+from rerankd.config import Settings, check_webhook_secret
 from rerankd.webhooks.admission import check_callback
 from rerankd.webhooks.delivery import event_body, post_signed
 from rerankd.webhooks.egress import EgressError, EgressPolicy, parse_ip_literal
-from rerankd.webhooks.signing import SecretBook, check_secret, signature_header, verify
+from rerankd.webhooks.signing import SecretBook, signature_header, verify
 
 
 def new_secret() -> str:
@@ -191,16 +191,17 @@ def test_settings_validate_per_key_secrets() -> None:
     a, b = new_secret(), new_secret()
     one_string: dict[str, Any] = {"alice": [a, b], "bob": a}  # a single secret may be a plain string
     s = Settings(webhook_secrets=one_string, webhook_secret="shared-text-secret")
-    book = SecretBook.from_settings(s)
+    book = SecretBook(s.webhook_secrets, s.webhook_secret)
     assert book.for_owner("alice") == (a, b) and book.for_owner("bob") == (a,)
     assert book.for_owner("carol") == ("shared-text-secret",)
-    assert SecretBook.from_settings(Settings()).for_owner("alice") == ()
+    empty = Settings()
+    assert SecretBook(empty.webhook_secrets, empty.webhook_secret).for_owner("alice") == ()
     with pytest.raises(ValueError, match="two during a rotation"):
         Settings(webhook_secrets={"alice": [a, b, new_secret()]})
     with pytest.raises(ValueError, match="24 to 64 bytes"):
         Settings(webhook_secrets={"alice": ["whsec_" + base64.b64encode(b"short").decode()]})
     with pytest.raises(ValueError, match="whsec_"):
-        check_secret("plain")
+        check_webhook_secret("plain")
     with pytest.raises(ValueError, match="webhook_allow_cidrs"):
         Settings(webhook_allow_cidrs="10.0.0.0/8,not-a-net")
 
