@@ -8,7 +8,7 @@ __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that the worker can import rerankd.api.presenters without FastAPI's app.
+    # Lazy: importing a module of the package (its errors, schemas) must not build the app.
     if name == "create_app":
         from rerankd.api.app import create_app
 

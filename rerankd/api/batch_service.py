@@ -1,9 +1,10 @@
 """``BatchService``: batches for an owner, atomic and paged (used by :mod:`rerankd.api.routers.batches`).
 
 * Creation is one Redis script (:meth:`rerankd.jobs.batches.BatchStore.submit`): every job on
-  the model's batch lane, the batch record and the counters, or nothing.  It respects the queue
-  depth (``RERANKD_MAX_QUEUE_DEPTH`` of the interactive queue, ``RERANKD_MAX_BATCH_QUEUE_DEPTH`` of
-  the batch lane) and the key's quotas, and takes an ``Idempotency-Key`` (same key and file:
+  the batch lane of its strategy's queue (:mod:`rerankd.jobs.routing`), the batch record and the
+  counters, or nothing.  It respects the queue depth of each queue it uses
+  (``RERANKD_MAX_QUEUE_DEPTH`` of the interactive lane, ``RERANKD_MAX_BATCH_QUEUE_DEPTH`` of the
+  batch lane) and the key's quotas, and takes an ``Idempotency-Key`` (same key and file:
   the same batch; another file: 409).
 * Status reads the counters of the batch record; results stream page by page with a cursor.
 """
@@ -68,10 +69,11 @@ class BatchService:
             req = our_request(body, target.strategy)
             self.jobs.check_request(req, where=where)
             job_id = new_id("job")
+            queue = target.queue(req)
             fields = self.store.job_fields(
                 owner=owner,
                 model=target.model,
-                queue=target.queue,
+                queue=queue,
                 request=req,
                 deadline_s=self.settings.job_deadline_s,
                 max_attempts=self.settings.max_attempts,
@@ -80,7 +82,7 @@ class BatchService:
                 custom_id=line.custom_id,
                 priority=BATCH,
             )
-            message = task_message(self.jobs.celery, TASK_NAME, job_id, target.queue, priority=BATCH)
+            message = task_message(self.jobs.celery, TASK_NAME, job_id, queue, priority=BATCH)
             jobs.append((job_id, fields, message))
         return jobs
 

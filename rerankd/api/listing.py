@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rerankd.api import presenters
 from rerankd.api.batch_views import batch_status
 from rerankd.api.errors import ApiError
-from rerankd.jobs import JobRecord, JobStore
+from rerankd.jobs import JobRecord, JobStore, views
 
 MAX_LIMIT = 100
 MAX_SCAN = 2000
@@ -173,7 +172,7 @@ async def list_jobs(store: JobStore, owner: str, filters: Filters, cursor: str |
 
 def summary(record: JobRecord) -> dict[str, Any]:
     """A job in a listing: its view without the ranking (sizes and warning count instead)."""
-    out = presenters.job_view(record)
+    out = views.job_view(record)
     result = out.pop("result")
     out["kind"] = record.kind
     out["documents"] = len(record.request.candidates) if record.request is not None else None

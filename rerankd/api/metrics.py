@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from rerankd.jobs import HISTOGRAMS, JobStore
 from rerankd.jobs.metrics import COUNTERS, GAUGES
 from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
+from rerankd.jobs.workers import listed
 
 _HELP = {
     **COUNTERS,
@@ -91,7 +92,9 @@ def _families(
             hfam.add_metric([parsed_labels[lab].get(k, "") for k in keys], buckets, sum_value=parts.get("sum", 0.0))
         out.append(hfam)
     depth = GaugeMetricFamily(
-        PREFIX + "queue_depth", "Messages waiting in a model's queue, by lane.", labels=["queue", "lane"]
+        PREFIX + "queue_depth",
+        "Messages waiting in a queue (one per model and capability) by lane.",
+        labels=["queue", "lane"],
     )
     for (q, lane), d in sorted(depths.items()):
         depth.add_metric([q, lane], d)
@@ -114,7 +117,7 @@ async def render(store: JobStore, queues: Iterable[str]) -> bytes:
     gauges = await store.read_metric_hashes([f"g:{n}" for n in GAUGES])
     in_flight = await store.in_flight()
     workers = await store.workers.live()
-    names = sorted(set(queues) | {w["queue"] for w in workers if "queue" in w})
+    names = sorted(set(queues) | {q for w in workers for q in listed(w, "queues")})
     pipe = store.r.pipeline(transaction=False)
     for q in names:
         for lane in LANES:

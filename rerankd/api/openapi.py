@@ -3,7 +3,7 @@ batch body's schemas.
 
 Routes declare their errors with :func:`errors`; :func:`install` drops FastAPI's default 422
 (``HTTPValidationError``, a shape this server never sends) and adds the schemas of a batch line.
-The ``*Out`` models document answers; routes build them as dicts (see :mod:`.presenters`).
+The ``*Out`` models document answers; routes build them as dicts (see :mod:`rerankd.jobs.views`).
 """
 
 from __future__ import annotations
@@ -89,11 +89,15 @@ class BatchOut(BaseModel):
 class CohereResult(BaseModel):
     index: int
     relevance_score: float = Field(
-        description="1 - (rank - 1) / n for the document's final rank among the n documents sent: 1.0 for the "
-        "best, the same map for every strategy, independent of top_n (a position, not a calibrated probability; "
-        "see docs/fairness.md)."
+        description="P(relevant) when the worker has a calibration for the model, strategy and settings "
+        "(meta.relevance.kind = calibrated); else 1 - (rank - 1) / n for the document's final rank among the n "
+        "documents sent: 1.0 for the best, independent of top_n (a position, not a probability; "
+        "meta.relevance.kind = rank). See docs/calibration.md."
     )
     document: dict[str, Any] | None = None
+    raw_score: float | None = Field(
+        default=None, description="rerankd extension, with raw_scores: true: the strategy's own score."
+    )
 
 
 class CohereRerankOut(BaseModel):
@@ -124,6 +128,7 @@ class HealthOut(BaseModel):
     workers: list[dict[str, Any]] | None = None
     queues: dict[str, int] | None = None
     models_without_workers: list[str] | None = None
+    unserved_strategies: dict[str, list[str]] | None = None
 
 
 BATCH_BODY: dict[str, Any] = {

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rerankd.api import presenters
 from rerankd.api.auth import Authenticator
 from rerankd.api.batch_service import BatchService
 from rerankd.api.errors import ApiError, LimitError
@@ -21,8 +20,9 @@ from rerankd.api.schemas import JobCreate, our_request
 from rerankd.api.sizes import check_fields
 from rerankd.api.waiter import JobWaiter
 from rerankd.config import Settings
-from rerankd.jobs import JobRecord, JobStore, body_hash, new_id
+from rerankd.jobs import JobRecord, JobStore, body_hash, new_id, views
 from rerankd.jobs.quotas import INTERACTIVE
+from rerankd.jobs.routing import strategy_queue
 from rerankd.types import RerankRequest, StrategyConfig
 from rerankd.webhooks.admission import check_callback
 from rerankd.worker import TASK_NAME
@@ -55,11 +55,15 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a request runs: the served model, its default strategy and its queue."""
+    """Where a request runs: the served model, its default strategy and the key prefix of its queues."""
 
     model: str
     strategy: StrategyConfig
-    queue: str
+    prefix: str
+
+    def queue(self, req: RerankRequest) -> str:
+        """The queue of ``req`` on this model: the one read by workers that can serve its strategy."""
+        return strategy_queue(self.prefix, self.model, req.strategy)
 
 
 class JobService:
@@ -92,7 +96,7 @@ class JobService:
             model, strategy = self.settings.resolve_model(name)
         except KeyError as e:
             raise ApiError(404, str(e.args[0]), code="unknown_model") from None
-        return Target(model, strategy, self.settings.queue_for(model))
+        return Target(model, strategy, self.settings.key_prefix)
 
     def check_request(self, req: RerankRequest, where: str = "") -> None:
         """Size limits of a request (413/422 naming the limit); ``where`` prefixes the message."""
@@ -140,10 +144,10 @@ class JobService:
         m.inc(name, labels)
         await self.store.flush_metrics(m)
 
-    async def _queue_full(self, target: Target) -> ApiError:
+    async def _queue_full(self, target: Target, queue: str) -> ApiError:
         await self.metric("jobs_rejected_total", {"reason": "queue_full", "model": target.model})
         depth = self.settings.max_queue_depth
-        return self.unavailable(f"queue {target.queue} is full (RERANKD_MAX_QUEUE_DEPTH={depth}); retry later")
+        return self.unavailable(f"queue {queue} is full (RERANKD_MAX_QUEUE_DEPTH={depth}); retry later")
 
     # ------------------------------------------------------------------ jobs
 
@@ -160,10 +164,11 @@ class JobService:
                 raise ApiError(422, str(e), field="callback_url") from None
         idem = self.idempotency(owner, idempotency_key, body.model_dump(mode="json"))
         job_id = new_id("job")
+        queue = target.queue(req)
         fields = self.store.job_fields(
             owner=owner,
             model=target.model,
-            queue=target.queue,
+            queue=queue,
             request=req,
             deadline_s=deadline,
             max_attempts=self.settings.max_attempts,
@@ -179,7 +184,7 @@ class JobService:
             max_depth=self.settings.max_queue_depth,
             idempotency=idem,
             metrics=m,
-            message=task_message(self.celery, TASK_NAME, job_id, target.queue),
+            message=task_message(self.celery, TASK_NAME, job_id, queue),
             quota=quota,
         )
         if created.outcome == "quota":
@@ -192,7 +197,7 @@ class JobService:
                 field="Idempotency-Key",
             )
         if created.outcome == "full":
-            raise await self._queue_full(target)
+            raise await self._queue_full(target, queue)
         record = await self.store.get(created.job_id)
         if record is None:
             raise ApiError(
@@ -211,10 +216,11 @@ class JobService:
         check_fields(self.settings, req)
         quota = quota_for(self.settings, owner, len(req.candidates))
         job_id = new_id("job")
+        queue = target.queue(req)
         fields = self.store.job_fields(
             owner=owner,
             model=target.model,
-            queue=target.queue,
+            queue=queue,
             request=req,
             deadline_s=self.settings.job_deadline_s,
             max_attempts=self.settings.max_attempts,
@@ -232,13 +238,13 @@ class JobService:
                 ttl_s=self.settings.job_ttl_s,
                 max_depth=self.settings.max_queue_depth,
                 metrics=m,
-                message=task_message(self.celery, TASK_NAME, job_id, target.queue, priority=priority),
+                message=task_message(self.celery, TASK_NAME, job_id, queue, priority=priority),
                 quota=quota,
             )
             if created.outcome == "quota":
                 raise await quota_error(self.store, self.settings, quota, created)
             if created.outcome == "full":
-                raise await self._queue_full(target)
+                raise await self._queue_full(target, queue)
         except BaseException:
             self.waiter.unregister(job_id, fut)
             raise
@@ -250,7 +256,7 @@ class JobService:
             status = ERROR_STATUS.get(code, 502)
             headers = {"Retry-After": str(self.settings.retry_after_s)} if status == 503 else None
             raise ApiError(
-                status, f"job {job_id} {record.status}: {presenters.public_error(record)}", headers, code=code
+                status, f"job {job_id} {record.status}: {views.public_error(record)}", headers, code=code
             )
         return record
 
@@ -261,7 +267,7 @@ class JobService:
             labels = {"status": "expired", "model": target.model, "strategy": req.strategy.name}
             await self.metric("jobs_finished_total", labels)
             raise self.unavailable(
-                f"no worker took the job within {timeout:g}s (queue {target.queue}, job {job_id}); retry later"
+                f"no worker took the job within {timeout:g}s (queue {target.queue(req)}, job {job_id}); retry later"
             )
         outcome, _ = await self.store.cancel(job_id, None)
         if outcome == "final":
@@ -273,9 +279,9 @@ class JobService:
     async def job(self, job_id: str, owner: str, include: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         """``GET /v1/jobs/{id}``: the job as tenants see it (``include``: ``request``, ``history``)."""
         record = await self.owned(job_id, owner)
-        out = presenters.job_view(record, include_request="request" in include)
+        out = views.job_view(record, include_request="request" in include)
         if "history" in include:
-            out["history"] = presenters.history_view(await self.store.history(job_id))
+            out["history"] = views.history_view(await self.store.history(job_id))
         return out
 
     async def cancel(self, job_id: str, owner: str) -> dict[str, Any]:
@@ -285,7 +291,7 @@ class JobService:
             raise ApiError(404, f"no job {job_id!r}", code="not_found")
         if outcome == "final":
             raise ApiError(409, f"job {job_id} already {status}", code="already_final")
-        return presenters.job_view(await self.owned(job_id, owner))
+        return views.job_view(await self.owned(job_id, owner))
 
 
 def prefer_wait(header: str | None) -> float | None:

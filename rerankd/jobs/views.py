@@ -1,7 +1,7 @@
-"""How the API shows stored records to tenants: jobs, batches and batch result lines.
+"""How stored records look to tenants: jobs, batches and batch result lines.
 
-Plain functions over :class:`rerankd.jobs.JobRecord` (no FastAPI), also used by the worker for
-webhook payloads, so a callback carries exactly what ``GET /v1/jobs/{id}`` shows.
+Plain functions over :class:`rerankd.jobs.JobRecord`, used by the API's routes and by the
+worker's webhook dispatcher, so a callback carries exactly what ``GET /v1/jobs/{id}`` shows.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rerankd.jobs import TERMINAL, JobRecord
+from rerankd.jobs.record import TERMINAL, JobRecord
 from rerankd.jobs.redact import redact, redact_history, worker_ref
 
 __all__ = ["batch_result_line", "batch_view", "history_view", "job_view", "public_error"]

@@ -8,6 +8,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 
+def listed(info: Mapping[str, str], name: str) -> list[str]:
+    """A comma-joined heartbeat field (``queues``, ``strategies``) as a list."""
+    return [x for x in info.get(name, "").split(",") if x]
+
+
 class WorkerRegistry:
     """Live workers in Redis (``{prefix}:worker:{id}`` expiring hashes, ``{prefix}:workers``)."""
 

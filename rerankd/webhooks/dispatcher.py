@@ -43,7 +43,7 @@ def message_id(job_id: str) -> str:
 
 def event_data(record: JobRecord) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` shows it, less the callback's own changing status."""
-    from rerankd.api.presenters import job_view
+    from rerankd.jobs.views import job_view
 
     data = job_view(record)
     data.pop("callback_status", None)

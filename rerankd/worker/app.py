@@ -4,6 +4,10 @@ Settings come from the environment (:func:`rerankd.config.get_settings`).  The e
 loaded once per worker process when the worker starts: in the main process for the
 ``threads`` (default) and ``solo`` pools, which do not fork, and in each child for
 ``prefork`` (never in the parent before the fork).
+
+The worker reads the queues of the capabilities it serves (:mod:`rerankd.jobs.routing`): those
+of its engine, known once it is loaded, or of ``RERANKD_WORKER_ROLE``.  A ``prefork`` parent has
+no engine: it reads the queues of its role (``auto``: every queue of the model).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_shutdown
 
+from rerankd.calibration import CalibrationError
 from rerankd.config import get_settings
+from rerankd.jobs.routing import CAPABILITIES, role_capabilities, worker_queues
 from rerankd.worker import TASK_NAME
 from rerankd.worker.celery_app import make_celery
 from rerankd.worker.host import get_host, start_host, stop_host
@@ -63,21 +69,35 @@ def _pool_forks(sender: Any) -> bool:
     return isinstance(pool, type) and issubclass(pool, PreforkPool)
 
 
-def _start() -> None:
+def _start() -> list[str]:
+    """Load the engine host; returns the queues it serves."""
     logging.getLogger("rerankd").setLevel(settings.log_level.upper())
     try:
-        start_host(settings)
+        return start_host(settings).queues
+    except CalibrationError as e:
+        log.critical("cannot start the engine host: %s", e)
+        raise SystemExit(f"rerankd worker: {e}") from e
     except BaseException as e:
         log.critical("cannot start the engine host: %s", e, exc_info=True)
         raise SystemExit(f"rerankd worker: cannot load engine {settings.engine!r} / {settings.model!r}: {e}") from e
+
+
+def _consume(sender: Any, queues: list[str]) -> None:
+    """Make the worker's consumer read exactly ``queues`` (it starts after ``worker_init``)."""
+    if sender is None or not hasattr(sender, "app"):
+        return
+    sender.app.amqp.queues.select(queues)
+    log.info("consuming from %s", ", ".join(queues))
 
 
 @worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if _pool_forks(sender):
         log.warning("prefork pool: one engine per child process; use --pool threads to share one engine")
+        caps = role_capabilities(settings.worker_role) or frozenset(CAPABILITIES)
+        _consume(sender, worker_queues(settings.key_prefix, settings.model, [c for c in CAPABILITIES if c in caps]))
         return
-    _start()
+    _consume(sender, _start())
 
 
 @worker_process_init.connect

@@ -9,6 +9,7 @@ import uuid
 from celery import Celery
 
 from rerankd.config import Settings
+from rerankd.jobs.routing import queue_name
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -26,7 +27,7 @@ def make_celery(settings: Settings) -> Celery:
         result_backend=None,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=settings.queue,
+        task_default_queue=queue_name(settings.key_prefix, settings.model),
         task_create_missing_queues=True,
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,

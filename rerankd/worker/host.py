@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from rerankd.calibration.store import CalibrationSet, load_calibrations
 from rerankd.config import Settings
 from rerankd.engines.base import CapabilityError, Engine
 from rerankd.engines.loop_thread import LoopThread
@@ -40,6 +41,7 @@ from rerankd.engines.options import validate_class_options
 from rerankd.jobs import ClaimResult, JobStore, MetricsWriter
 from rerankd.jobs.reaper import LeaseReaper
 from rerankd.jobs.redact import redact
+from rerankd.jobs.routing import strategies_of, worker_capabilities, worker_queues
 from rerankd.strategies import rerank
 from rerankd.types import RerankInputError, RerankResult
 
@@ -95,11 +97,20 @@ class EngineHost:
         self._background: set[asyncio.Task[Any]] = set()
         self._started_at = time.time()
         self.jobs_done = 0
+        self.queues: list[str] = []
+        """The broker queues this worker reads (set once the engine is loaded)."""
+        self.strategies: list[str] = []
+        self.calibrations = CalibrationSet(settings.model)
+        """Score -> P(relevant) maps of this model, applied to the jobs whose strategy settings match."""
 
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Start the loop thread and load the engine on it (blocks until loaded; raises on failure)."""
+        """Load the calibrations, start the loop thread and load the engine on it (blocks until
+        loaded; raises on failure: a missing or corrupt calibration file before the engine)."""
+        self.calibrations = load_calibrations(self.settings.model, self.settings.calibrations)
+        for line in self.calibrations.describe():
+            log.info("worker %s: calibration %s", self.worker_id, line)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._astart(), self.loop).result()
 
@@ -108,13 +119,22 @@ class EngineHost:
         t0 = time.perf_counter()
         # Built on the loop thread: engines that bind to the running loop (vLLM's AsyncLLM) work.
         self.engine = build_engine(s)
+        try:
+            served = worker_capabilities(s.worker_role, self.engine.name, self.engine.capabilities)
+        except ValueError:
+            await self.engine.aclose()
+            raise
+        self.queues = worker_queues(s.key_prefix, s.model, served)
+        self.strategies = strategies_of(served)
         log.info(
-            "worker %s: engine %s model %s loaded in %.1fs; serving queue %s",
+            "worker %s: engine %s model %s loaded in %.1fs; role %s: strategies %s on queues %s",
             self.worker_id,
             s.engine,
             s.model,
             time.perf_counter() - t0,
-            s.queue,
+            s.worker_role,
+            ", ".join(self.strategies),
+            ", ".join(self.queues),
         )
         self._store = JobStore.from_url(s.broker_url, s.key_prefix, timeout_s=s.redis_timeout_s)
         self._spawn(self._lease_loop(), "lease-loop")
@@ -208,7 +228,8 @@ class EngineHost:
         entry = _Running(attempt=claim.attempt)
         self._running[job_id] = entry
         t_run = time.perf_counter()
-        inner = asyncio.ensure_future(rerank(claim.request, self.engine))
+        calibration = self.calibrations.find(claim.request.strategy)
+        inner = asyncio.ensure_future(rerank(claim.request, self.engine, calibration=calibration))
         entry.task = inner
         result: RerankResult | None = None
         error: str | None = None
@@ -320,7 +341,8 @@ class EngineHost:
         info = {
             "model": s.model,
             "engine": s.engine,
-            "queue": s.queue,
+            "queues": ",".join(self.queues),
+            "strategies": ",".join(self.strategies),
             "concurrency": str(s.worker_concurrency),
             "host": socket.gethostname(),
             "pid": str(os.getpid()),

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 
 from rerankd.api.app import create_app
 from rerankd.api.body import MAX_JSON_DEPTH, json_depth
-from rerankd.api.presenters import history_view, job_view
 from rerankd.config import Settings
 from rerankd.jobs import JobRecord
 from rerankd.jobs.redact import redact, worker_ref
+from rerankd.jobs.views import history_view, job_view
 
 
 def _closed_port() -> int:

@@ -228,4 +228,4 @@ def test_gpu_workers_serve_all_four_strategies() -> None:
     image = re.search(r"^FROM\s+vllm/vllm-openai:v(\S+)\s+AS\s+worker", (DEPLOY / "Dockerfile").read_text(), re.M)
     assert image is not None and image.group(1) in SUPPORTED_VLLM_VERSIONS
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
-    assert extra == [f"vllm=={image.group(1)}"]
+    assert f"vllm=={image.group(1)}" in extra  # the image's vLLM is the one the extra pins

@@ -21,8 +21,24 @@ from rerankd.api.openapi import HealthOut, errors
 from rerankd.api.routers.deps import Service
 from rerankd.api.service import JobService
 from rerankd.jobs.redact import worker_ref
+from rerankd.jobs.routing import STRATEGY_NEEDS, model_queues
+from rerankd.jobs.workers import listed
 
 router = APIRouter(tags=["ops"])
+
+
+def _unserved(models: list[str], workers: list[dict[str, str]]) -> dict[str, list[str]]:
+    """Per model with live workers, the strategies none of them serves (their jobs wait in their queue)."""
+    out: dict[str, list[str]] = {}
+    for m in models:
+        mine = [w for w in workers if w.get("model") == m]
+        if not mine:
+            continue  # listed in models_without_workers
+        served = {x for w in mine for x in listed(w, "strategies")}
+        missing = [x for x in STRATEGY_NEEDS if x not in served]
+        if missing:
+            out[m] = missing
+    return out
 
 
 def _detailed(request: Request, svc: JobService) -> bool:
@@ -70,9 +86,8 @@ async def healthz(request: Request, svc: Service) -> JSONResponse:
     try:
         await svc.store.r.ping()
         workers = await svc.store.workers.live()
-        depths = (
-            {s.queue_for(m): await svc.store.queue_depth(s.queue_for(m)) for m in s.served_models()} if detailed else {}
-        )
+        queues = [q for m in s.served_models() for q in model_queues(s.key_prefix, m)] if detailed else []
+        depths = {q: await svc.store.queue_depth(q) for q in queues}
     except redis.exceptions.RedisError as e:
         extra = {"redis": f"unreachable: {type(e).__name__}", "workers": []} if detailed else {}
         return _unavailable(svc, "job store unavailable: cannot reach Redis", **extra)
@@ -91,10 +106,17 @@ async def healthz(request: Request, svc: Service) -> JSONResponse:
             "status": "ok",
             "redis": "ok",
             "workers": [
-                {"id": wid(w), "model": w.get("model"), "queue": w.get("queue"), "running": int(w.get("running", 0))}
+                {
+                    "id": wid(w),
+                    "model": w.get("model"),
+                    "queues": listed(w, "queues"),
+                    "strategies": listed(w, "strategies"),
+                    "running": int(w.get("running", 0)),
+                }
                 for w in workers
             ],
             "queues": depths,
             "models_without_workers": [m for m in s.served_models() if m not in hosted],
+            "unserved_strategies": _unserved(s.served_models(), workers),
         }
     )

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
-from rerankd.api import presenters
 from rerankd.api.openapi import JobOut, errors
 from rerankd.api.routers.deps import Owner, Service
 from rerankd.api.schemas import JobCreate
+from rerankd.jobs import views
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -29,7 +29,7 @@ async def create_job(
     headers = {"Location": f"/v1/jobs/{submitted.record.id}"}
     if submitted.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(presenters.job_view(submitted.record), status_code=202, headers=headers)
+    return JSONResponse(views.job_view(submitted.record), status_code=202, headers=headers)
 
 
 @router.get("/{job_id}", response_model=None, responses={200: {"model": JobOut}, **errors(401, 404, 503)})

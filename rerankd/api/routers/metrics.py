@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from rerankd.api.metrics import render as render_metrics
 from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Service
+from rerankd.jobs.routing import model_queues
 
 router = APIRouter(tags=["ops"])
 
@@ -23,5 +24,5 @@ router = APIRouter(tags=["ops"])
 async def metrics(svc: Service) -> Response:
     """Prometheus metrics (global: read from Redis)."""
     s = svc.settings
-    text = await render_metrics(svc.store, [s.queue_for(m) for m in s.served_models()])
+    text = await render_metrics(svc.store, [q for m in s.served_models() for q in model_queues(s.key_prefix, m)])
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,6 +1,7 @@
 """``GET /v1/queues``: queues and workers as the console shows them (any valid key).
 
-Depth of each model queue by lane, jobs queued / running per model (the counters the job
+Depth of each model's queues by lane (summed per model, and per queue: a model has one queue per
+capability, :mod:`rerankd.jobs.routing`), jobs queued / running per model (the counters the job
 scripts keep), live workers with heartbeat age and jobs done (workers as opaque ids, as in job
 records), cumulative finished jobs per model and status, and jobs finished per minute over the last
 :data:`THROUGHPUT_MINUTES` minutes (counted by ``lua/counters.lua`` at each transition).  One pipeline of
@@ -20,24 +21,37 @@ from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Owner, Service
 from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
 from rerankd.jobs.redact import worker_ref
+from rerankd.jobs.routing import CAPABILITIES, model_queues, queue_name, strategies_of
+from rerankd.jobs.workers import listed
 
 router = APIRouter(tags=["queues"])
 THROUGHPUT_MINUTES = 10
 
 
+class CapabilityQueueOut(BaseModel):
+    queue: str
+    capability: str
+    strategies: list[str]
+    depth: dict[str, int]
+    workers: int = Field(description="Live workers reading this queue.")
+
+
 class QueueOut(BaseModel):
     model: str
-    queue: str
-    depth: dict[str, int]
+    queue: str = Field(description="The model's generation queue (all its queues: `queues`).")
+    depth: dict[str, int] = Field(description="Messages waiting by lane, summed over the model's queues.")
     queued: int
     running: int
     workers: int
+    queues: list[CapabilityQueueOut]
 
 
 class WorkerOut(BaseModel):
     id: str
     model: str
     engine: str
+    strategies: list[str]
+    queues: list[str]
     concurrency: int
     running: int
     done: int
@@ -73,8 +87,9 @@ async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
     models = list(dict.fromkeys([*s.served_models(), *(w.get("model", "") for w in workers)]))
     pipe = store.r.pipeline(transaction=False)
     for m in models:
-        for lane in LANES:
-            pipe.llen(lane_key(store.queue_key(s.queue_for(m)), lane))
+        for q in model_queues(s.key_prefix, m):
+            for lane in LANES:
+                pipe.llen(lane_key(store.queue_key(q), lane))
     lengths = iter(await pipe.execute())
     minute = int(time.time() // 60)
     minutes = list(range(minute - THROUGHPUT_MINUTES + 1, minute + 1))
@@ -92,16 +107,33 @@ async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
         row[d.get("status", "")] = row.get(d.get("status", ""), 0) + int(v)
     now = time.time()
     out_queues = []
+    reads = {w["id"]: set(listed(w, "queues")) for w in workers}
     for m in models:
-        depth = {LANE_NAMES[lane]: int(next(lengths)) for lane in LANES}
+        per_queue: list[dict[str, Any]] = []
+        total = dict.fromkeys(LANE_NAMES.values(), 0)
+        for cap in CAPABILITIES:
+            q = queue_name(s.key_prefix, m, cap)
+            depth = {LANE_NAMES[lane]: int(next(lengths)) for lane in LANES}
+            for name, n in depth.items():
+                total[name] += n
+            per_queue.append(
+                {
+                    "queue": q,
+                    "capability": cap.value,
+                    "strategies": strategies_of([cap]),
+                    "depth": depth,
+                    "workers": sum(1 for w in workers if q in reads[w["id"]]),
+                }
+            )
         out_queues.append(
             {
                 "model": m,
-                "queue": s.queue_for(m),
-                "depth": depth,
+                "queue": queue_name(s.key_prefix, m),
+                "depth": total,
                 "queued": max(0, by_status.get((m, "queued"), 0)),
                 "running": max(0, by_status.get((m, "running"), 0)),
                 "workers": sum(1 for w in workers if w.get("model") == m),
+                "queues": per_queue,
             }
         )
     out_workers = []
@@ -112,6 +144,8 @@ async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
                 "id": worker_ref(w["id"]),
                 "model": w.get("model", ""),
                 "engine": w.get("engine", ""),
+                "strategies": listed(w, "strategies"),
+                "queues": listed(w, "queues"),
                 "concurrency": int(w.get("concurrency", "0") or 0),
                 "running": int(w.get("running", "0") or 0),
                 "done": int(w.get("done", "0") or 0),

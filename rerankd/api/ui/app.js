@@ -259,6 +259,7 @@ async function refreshQueues() {
     el("td", { text: q.workers }))));
   $("#workers-table tbody").replaceChildren(...data.workers.map((w) => el("tr", {},
     el("td", { class: "mono", text: w.id }), el("td", { class: "mono", text: w.model }), el("td", { text: w.engine }),
+    el("td", { text: w.strategies.join(", ") }),
     el("td", { text: `${w.running} / ${w.concurrency}` }), el("td", { text: w.done }),
     el("td", { text: w.heartbeat_age_s === null ? "" : `${w.heartbeat_age_s.toFixed(1)} s ago` }),
     el("td", { text: w.up_s === null ? "" : fmtSecs(w.up_s) }))));
