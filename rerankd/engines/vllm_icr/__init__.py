@@ -25,6 +25,13 @@ QUERY_START_KEY = "compressed_token_type_ids"
 """``PoolingParams.extra_kwargs`` key that vLLM turns into the model's ``token_type_ids``
 (0 before that position, 1 from it on): here, where the query span starts."""
 
+LOGPROB_IDS_KEY = "rerankd_logprob_token_ids"
+"""``PoolingParams.extra_kwargs`` key: token ids whose next-token log-probabilities the request
+wants (after its last token; the full-depth model with its LM head serves it)."""
+
+LM_HEAD_KEY = "rerankd_icr_lm_head"
+"""``hf_overrides`` key: build the full-depth model with the LM head (next-token logprobs)."""
+
 TASK: Final[Literal["token_classify"]] = "token_classify"
 """The pooling task the ICR pooler serves (one score per context token)."""
 
@@ -66,3 +73,45 @@ def icr_architecture(hf_architectures: list[str] | None) -> str:
         f"ICR on the vllm engine supports {', '.join(sorted(ARCHITECTURES))}; this model is "
         f"{', '.join(hf_architectures or ['of unknown architecture'])} (use the 'hf' engine)"
     )
+
+
+def check_icr_request(
+    n_context: int, n_suffix: int, layers: tuple[int, int], depth: int, max_model_len: int, max_batched_tokens: int
+) -> None:
+    """The conditions the ICR model enforces inside vLLM's engine core, checked before a request
+    is submitted: there, a violation fails the engine and every request in flight on it; here,
+    a ``ValueError`` for this request only.
+
+    A prompt ``context + suffix`` with at least one token each, that fits ``max_model_len`` and
+    one scheduler step (``max_batched_tokens``: whole prompts, no chunked prefill), and a layer
+    window ``0 <= start < end <= depth`` (the layers the engine's model runs).
+    """
+    if n_context < 1:
+        raise ValueError("ICR needs a context of at least one token (the query span starts after it)")
+    if n_suffix < 1:
+        raise ValueError("ICR needs a query suffix of at least one token")
+    _check_whole_prompt(n_context + n_suffix, max_model_len, max_batched_tokens)
+    start, end = layers
+    if not 0 <= start < end <= depth:
+        raise ValueError(f"layer window {start}:{end} is outside the {depth} layers this ICR model runs")
+
+
+def check_logprob_request(
+    n_prompt: int, token_ids: list[int], vocab_size: int, max_model_len: int, max_batched_tokens: int
+) -> None:
+    """As :func:`check_icr_request`, for a next-token logprobs request of the scoring engine."""
+    if n_prompt < 1:
+        raise ValueError("next-token logprobs need a prompt of at least one token")
+    _check_whole_prompt(n_prompt, max_model_len, max_batched_tokens)
+    bad = [t for t in token_ids if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"token ids {bad} are outside the vocabulary (size {vocab_size})")
+
+
+def _check_whole_prompt(n: int, max_model_len: int, max_batched_tokens: int) -> None:
+    limit = min(max_model_len, max_batched_tokens)
+    if n > limit:
+        raise ValueError(
+            f"a prompt of {n} tokens does not fit the ICR engine (max_model_len {max_model_len}, "
+            f"{max_batched_tokens} tokens per step: each prompt runs whole in one step)"
+        )

@@ -13,7 +13,15 @@ tokens and divides by the span length.
 Early exit: the model is built with ``num_hidden_layers`` = the window's end (the engine
 passes it as ``hf_overrides``), so vLLM creates, loads and runs only those layers.
 
-Requirements (checked): whole prompts in one step (no chunked prefill, no prefix-cache reads:
+Next-token log-probabilities (a scoring engine without a decoding one): a full-depth model built
+with ``rerankd_icr_lm_head`` also loads the LM head and appends the final hidden states to its
+output; a request whose ``extra_kwargs`` name token ids (``rerankd_logprob_token_ids``) gets
+their log-probabilities after its last token, computed as vLLM's sampler does (float32
+log-softmax of the logits).
+
+Requirements (checked here, and by the engine before it submits a request:
+:func:`rerankd.engines.vllm_icr.check_icr_request`; a failure here takes down every request
+in flight on the engine): whole prompts in one step (no chunked prefill, no prefix-cache reads:
 every key of a request must be in the forward pass), eager mode (the recording is Python
 code), no pipeline parallelism, no sliding-window layers.  Tensor parallelism sums the
 per-rank heads with an all-reduce.
@@ -21,7 +29,7 @@ per-rank heads with an all-reduce.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,7 +41,9 @@ from vllm.distributed import (
     get_tensor_model_parallel_world_size,
     tensor_model_parallel_all_reduce,
 )
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.pooler import Pooler, PoolingParamsUpdate
+from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.model_executor.models.llama import LlamaModel
 from vllm.model_executor.models.qwen2 import Qwen2Model
 from vllm.model_executor.models.utils import AutoWeightsLoader, maybe_prefix
@@ -42,7 +52,14 @@ from vllm.tasks import PoolingTask
 from vllm.v1.outputs import PoolerOutput
 from vllm.v1.pool.metadata import PoolingMetadata
 
-from rerankd.engines.vllm_icr import EXTRA_KEY_LAYERS, QUERY_START_KEY, TASK, check_vllm_version
+from rerankd.engines.vllm_icr import (
+    EXTRA_KEY_LAYERS,
+    LM_HEAD_KEY,
+    LOGPROB_IDS_KEY,
+    QUERY_START_KEY,
+    TASK,
+    check_vllm_version,
+)
 from rerankd.engines.vllm_icr.rows import suffix_attention_to_keys
 
 FULL_LAYERS_KEY = "rerankd_icr_full_layers"
@@ -103,11 +120,13 @@ def _segments(positions: torch.Tensor, token_type_ids: torch.Tensor) -> list[_Se
 
 
 class IcrPooler(Pooler):
-    """Per request: attention of its query span to each context token, over a layer window."""
+    """Per request: attention of its query span to each context token, over a layer window;
+    or, with ``logits`` (the model's LM head), next-token log-probabilities of asked token ids."""
 
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, logits: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> None:
         super().__init__()
         self.num_layers = num_layers
+        self.logits = logits
 
     def get_supported_tasks(self) -> Set[PoolingTask]:
         return {TASK}
@@ -122,9 +141,14 @@ class IcrPooler(Pooler):
         firsts = cursor.first_token_indices_gpu.tolist()
         lasts = cursor.last_token_indices_gpu.tolist()
         outputs: list[torch.Tensor | None] = []
+        wanted: dict[int, list[int]] = {}
         for i, params in enumerate(pooling_metadata.pooling_params):
             extra = params.extra_kwargs or {}
             rows = hidden_states[firsts[i] : lasts[i] + 1]
+            if extra.get(LOGPROB_IDS_KEY) is not None:
+                wanted[i] = [int(t) for t in extra[LOGPROB_IDS_KEY]]
+                outputs.append(None)  # filled below, one LM-head pass for all of them
+                continue
             n_context = extra.get(QUERY_START_KEY)
             if n_context is None:  # vLLM's warm-up runs: no query span
                 outputs.append(rows.new_zeros(0, dtype=torch.float32))
@@ -137,7 +161,33 @@ class IcrPooler(Pooler):
             if n_context < 1 or n_query < 1:
                 raise ValueError(f"query span starts at {n_context} of a {rows.shape[0]}-token prompt")
             outputs.append(rows[:n_context, start:end].sum(dim=-1).div_(n_query))
+        if wanted:
+            self._logprobs(hidden_states, lasts, wanted, outputs)
         return outputs
+
+    def _logprobs(
+        self,
+        hidden_states: torch.Tensor,
+        lasts: list[int],
+        wanted: dict[int, list[int]],
+        outputs: list[torch.Tensor | None],
+    ) -> None:
+        """Log-probabilities of each request's ``wanted`` ids after its last token."""
+        if self.logits is None:
+            raise ValueError("next-token logprobs need the full-depth ICR model built with its LM head")
+        order = sorted(wanted)
+        last = hidden_states[[lasts[i] for i in order], self.num_layers :]
+        logits = self.logits(last)
+        if logits is None:  # tensor-parallel ranks other than the first get no logits
+            for i in order:
+                outputs[i] = last.new_zeros(len(wanted[i]), dtype=torch.float32)
+            return
+        logprobs = logits.float().log_softmax(dim=-1)
+        for row, i in enumerate(order):
+            ids = wanted[i]
+            if any(not 0 <= t < logprobs.shape[-1] for t in ids):
+                raise ValueError(f"token ids {ids} outside the vocabulary of {logprobs.shape[-1]}")
+            outputs[i] = logprobs[row, ids]
 
 
 class _IcrModelBase(nn.Module):
@@ -161,9 +211,24 @@ class _IcrModelBase(nn.Module):
         if get_pp_group().world_size > 1:
             raise ValueError("the ICR pooling model does not support pipeline parallelism")
         self.config = config
+        self.dtype = model_config.dtype
         self.full_layers = int(getattr(config, FULL_LAYERS_KEY, config.num_hidden_layers))
         self.model = self.decoder_cls(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         self.num_layers = len(self.model.layers)
+        self.lm_head: nn.Module | None = None
+        if getattr(config, LM_HEAD_KEY, False):
+            if self.num_layers != self.full_layers:
+                raise ValueError("only the full-depth ICR model can have the LM head (next-token logprobs)")
+            head = ParallelLMHead(
+                config.vocab_size,
+                config.hidden_size,
+                quant_config=vllm_config.quant_config,
+                prefix=maybe_prefix(prefix, "lm_head"),
+            )
+            if config.tie_word_embeddings:
+                head = head.tie_weights(self.model.embed_tokens)
+            self.lm_head = head
+            self.logits_processor = LogitsProcessor(config.vocab_size, scale=getattr(config, "logit_scale", 1.0))
         self._recorder: _Recorder | None = None
         max_len = int(model_config.max_model_len)
         for idx, layer in enumerate(self.model.layers):
@@ -173,7 +238,7 @@ class _IcrModelBase(nn.Module):
             if window is not None and window < max_len:
                 raise ValueError(f"layer {idx} uses a sliding window of {window}; ICR rows assume full attention")
             attn.register_forward_hook(self._hook(idx, float(self_attn.scaling)))
-        self.pooler = IcrPooler(self.num_layers)
+        self.pooler = IcrPooler(self.num_layers, self._logits if self.lm_head is not None else None)
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
 
     def _hook(self, idx: int, scale: float) -> Any:
@@ -183,6 +248,11 @@ class _IcrModelBase(nn.Module):
                 recorder.record(idx, args[0], args[1], module, scale)
 
         return hook
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Logits of final hidden states (float32 rows of the output), as the causal LM computes them."""
+        assert self.lm_head is not None
+        return self.logits_processor(self.lm_head, hidden.to(self.dtype))
 
     @classmethod
     def get_model_state_cls(cls) -> Any:
@@ -209,20 +279,24 @@ class _IcrModelBase(nn.Module):
         if token_type_ids is not None:
             self._recorder = _Recorder(_segments(positions, token_type_ids), out)
         try:
-            self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+            hidden = self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
         finally:
             self._recorder = None
         if get_tensor_model_parallel_world_size() > 1:
             out = tensor_model_parallel_all_reduce(out)
+        if self.lm_head is not None:  # the pooler reads the final hidden states (replicated across ranks)
+            out = torch.cat([out, hidden.float()], dim=-1)
         return out
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        """The decoder's weights, without the LM head and the layers past the built depth."""
+        """The decoder's weights, without the layers past the built depth (nor the LM head
+        unless the model has one)."""
         dropped = tuple(f"model.layers.{i}." for i in range(self.num_layers, self.full_layers))
+        skip_head = self.lm_head is None or bool(getattr(self.config, "tie_word_embeddings", False))
 
         def kept() -> Iterable[tuple[str, torch.Tensor]]:
             for name, tensor in weights:
-                if name.startswith("lm_head.") or (dropped and name.startswith(dropped)):
+                if (skip_head and name.startswith("lm_head.")) or (dropped and name.startswith(dropped)):
                     continue
                 yield name, tensor
 
