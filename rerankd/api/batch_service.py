@@ -26,9 +26,8 @@ from rerankd.api.fairness import quota_error, quota_for
 from rerankd.api.schemas import BatchBody, BatchLine, our_request
 from rerankd.api.sizes import check_custom_id
 from rerankd.jobs import new_id
+from rerankd.jobs.messages import task_message
 from rerankd.jobs.quotas import BATCH
-from rerankd.worker import TASK_NAME
-from rerankd.worker.celery_app import task_message
 
 if TYPE_CHECKING:
     from rerankd.api.service import JobService
@@ -82,7 +81,7 @@ class BatchService:
                 custom_id=line.custom_id,
                 priority=BATCH,
             )
-            message = task_message(self.jobs.celery, TASK_NAME, job_id, queue, priority=BATCH)
+            message = task_message(job_id, queue, priority=BATCH)
             jobs.append((job_id, fields, message))
         return jobs
 

@@ -21,12 +21,11 @@ from rerankd.api.sizes import check_fields
 from rerankd.api.waiter import JobWaiter
 from rerankd.config import Settings
 from rerankd.jobs import JobRecord, JobStore, body_hash, new_id, views
+from rerankd.jobs.messages import task_message
 from rerankd.jobs.quotas import INTERACTIVE
 from rerankd.jobs.routing import strategy_queue
 from rerankd.types import RerankRequest, StrategyConfig
 from rerankd.webhooks.admission import check_callback
-from rerankd.worker import TASK_NAME
-from rerankd.worker.celery_app import make_celery, task_message
 
 __all__ = ["ERROR_STATUS", "JobService", "Submitted"]
 
@@ -73,7 +72,6 @@ class JobService:
         self.settings = settings
         self.store = JobStore.from_url(settings.broker_url, settings.key_prefix, timeout_s=settings.redis_timeout_s)
         self.waiter = JobWaiter(self.store)
-        self.celery = make_celery(settings)
         self.auth = Authenticator(settings.api_key_map())
         self.batches = BatchService(self)
 
@@ -184,7 +182,7 @@ class JobService:
             max_depth=self.settings.max_queue_depth,
             idempotency=idem,
             metrics=m,
-            message=task_message(self.celery, TASK_NAME, job_id, queue),
+            message=task_message(job_id, queue),
             quota=quota,
         )
         if created.outcome == "quota":
@@ -238,7 +236,7 @@ class JobService:
                 ttl_s=self.settings.job_ttl_s,
                 max_depth=self.settings.max_queue_depth,
                 metrics=m,
-                message=task_message(self.celery, TASK_NAME, job_id, queue, priority=priority),
+                message=task_message(job_id, queue, priority=priority),
                 quota=quota,
             )
             if created.outcome == "quota":
@@ -255,9 +253,7 @@ class JobService:
             code = record.error_code or "engine_error"
             status = ERROR_STATUS.get(code, 502)
             headers = {"Retry-After": str(self.settings.retry_after_s)} if status == 503 else None
-            raise ApiError(
-                status, f"job {job_id} {record.status}: {views.public_error(record)}", headers, code=code
-            )
+            raise ApiError(status, f"job {job_id} {record.status}: {views.public_error(record)}", headers, code=code)
         return record
 
     async def _sync_timeout(self, job_id: str, target: Target, req: RerankRequest, timeout: float) -> JobRecord:

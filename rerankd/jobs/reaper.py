@@ -36,6 +36,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from rerankd.jobs.messages import task_message
 from rerankd.jobs.quotas import lane_key
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.store import JobStore
@@ -51,7 +52,7 @@ class LeaseReaper:
     def __init__(
         self,
         store: JobStore,
-        message_for: Callable[[str, str, int], str],
+        message_for: Callable[[str, str, int], str] = task_message,
         *,
         recheck_s: float = 120.0,
         batch: int = 100,
@@ -59,7 +60,8 @@ class LeaseReaper:
         unacked_key: str = "unacked",
         unacked_index_key: str = "unacked_index",
     ) -> None:
-        """``message_for(job_id, queue, priority)``: the broker message that runs the job.  ``recheck_s``:
+        """``message_for(job_id, queue, priority)``: the broker message that runs the job (the
+        worker's task message unless a test injects another).  ``recheck_s``:
         a requeued job still unclaimed after this long gets another message (unless
         that message still waits in its queue).  ``unclaimed_after_s``:
         age of a delivered message whose job is still queued, past which its worker counts as lost."""

@@ -5,4 +5,6 @@ of the model named by ``RERANKD_MODEL`` with a thread pool; the engine lives on 
 event loop thread of its own (:mod:`rerankd.worker.host`), loaded once at worker start.
 """
 
-TASK_NAME = "rerankd.run_job"
+from rerankd.jobs.messages import TASK_NAME
+
+__all__ = ["TASK_NAME"]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
-
 from celery import Celery
 
 from rerankd.config import Settings
@@ -59,32 +55,3 @@ def make_celery(settings: Settings) -> Celery:
         },
     )
     return app
-
-
-def task_message(app: Celery, task_name: str, job_id: str, queue: str, priority: int = 0) -> str:
-    """The broker message of ``task_name(job_id)`` as kombu's Redis transport stores it in the
-    queue's list (Celery message protocol 2 in kombu's JSON envelope).
-
-    The API pushes it in the same Lua script that creates the job record, so a job is never
-    recorded without its message (nor the reverse).  Headers and body come from Celery itself
-    (``app.amqp.as_task_v2``); tests compare the envelope with what ``send_task`` writes.
-    """
-    task_id = str(uuid.uuid4())
-    msg = app.amqp.as_task_v2(task_id, task_name, args=[job_id], kwargs={}, argsrepr=repr([job_id]))
-    body = base64.b64encode(json.dumps(msg.body).encode()).decode()
-    properties = {
-        **msg.properties,
-        "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": queue},
-        "priority": priority,  # kombu's lane (rerankd.jobs.quotas): restored messages go back to it
-        "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
-    }
-    envelope = {
-        "body": body,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": msg.headers,
-        "properties": properties,
-    }
-    return json.dumps(envelope)

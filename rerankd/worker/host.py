@@ -175,13 +175,8 @@ class EngineHost:
         task.add_done_callback(self._background.discard)
 
     def _reaper(self) -> LeaseReaper:
-        from rerankd.worker import TASK_NAME
-        from rerankd.worker.celery_app import make_celery, task_message
-
-        app = make_celery(self.settings)
         return LeaseReaper(
             self.store,
-            lambda job_id, queue, priority: task_message(app, TASK_NAME, job_id, queue, priority),
             recheck_s=max(10.0, self.settings.lease_s),
             unclaimed_after_s=max(10.0, self.settings.lease_s),
         )

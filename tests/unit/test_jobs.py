@@ -206,26 +206,35 @@ async def test_metrics_round_trip(store: JobStore) -> None:
 
 
 async def test_create_pushes_the_celery_message_atomically(store: JobStore, redis_url: str) -> None:
+    import base64
     import json
 
     from rerankd.config import Settings
-    from rerankd.worker import TASK_NAME
-    from rerankd.worker.celery_app import make_celery, task_message
+    from rerankd.jobs.messages import TASK_NAME, task_message
+    from rerankd.worker.celery_app import make_celery
 
     app = make_celery(Settings(redis_url=redis_url, key_prefix=store.prefix))
     queue = f"{store.prefix}.m"
     app.send_task(TASK_NAME, args=["job_ref"], queue=queue)
     reference = json.loads(await store.r.rpop(queue))
-    ours = json.loads(task_message(app, TASK_NAME, "job_1", queue))
+    ours = json.loads(task_message("job_1", queue))
     assert ours.keys() == reference.keys() and ours["headers"].keys() == reference["headers"].keys()
     assert ours["properties"].keys() == reference["properties"].keys()
     for k in ("content-type", "content-encoding"):
         assert ours[k] == reference[k]
     assert ours["properties"]["delivery_info"] == reference["properties"]["delivery_info"]
     assert ours["headers"]["task"] == TASK_NAME and ours["headers"]["argsrepr"] == "['job_1']"
+    # the body Celery decodes: args, kwargs and the embed (protocol 2), as send_task writes them
+    decode = lambda m: json.loads(base64.b64decode(m["body"]))  # noqa: E731
+    assert decode(ours)[1:] == decode(reference)[1:] and decode(ours)[0] == ["job_1"]
+    for k in ("delivery_mode", "body_encoding", "priority"):
+        assert ours["properties"][k] == reference["properties"][k], k
+    assert {k: v for k, v in ours["headers"].items() if k not in ("id", "root_id", "argsrepr", "origin")} == {
+        k: v for k, v in reference["headers"].items() if k not in ("id", "root_id", "argsrepr", "origin")
+    }
 
     fields = store.job_fields(owner="a", model="m", queue=queue, request=_request(), deadline_s=1, max_attempts=1)
-    message = task_message(app, TASK_NAME, "job_q", queue)
+    message = task_message("job_q", queue)
     assert (await store.create("job_q", fields, ttl_s=60, message=message)).outcome == "created"
     assert await store.r.lrange(queue, 0, -1) == [message.encode()]
     again = await store.create("job_q2", fields, ttl_s=60, max_depth=1, message=message)

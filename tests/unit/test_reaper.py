@@ -118,16 +118,13 @@ async def test_finished_or_vanished_jobs_leave_the_index(store: JobStore) -> Non
 
 
 async def test_a_message_delivered_but_never_claimed_is_requeued(store: JobStore, redis_url: str) -> None:  # noqa: F811
-    from rerankd.config import Settings
-    from rerankd.worker import TASK_NAME
-    from rerankd.worker.celery_app import make_celery, task_message
+    from rerankd.jobs.messages import task_message
 
-    app = make_celery(Settings(redis_url=redis_url, key_prefix=store.prefix))
     queue = f"{store.prefix}.m"
     unacked, index = f"{store.prefix}:unacked", f"{store.prefix}:unacked_index"
     reaper = LeaseReaper(
         store,
-        lambda j, q, p: task_message(app, TASK_NAME, j, q, p),
+        task_message,
         unclaimed_after_s=0.2,
         unacked_key=unacked,
         unacked_index_key=index,
@@ -135,7 +132,7 @@ async def test_a_message_delivered_but_never_claimed_is_requeued(store: JobStore
     lost, running = await _create(store), await _create(store)
     await store.claim(running, "w1", lease_s=30, max_attempts=3)
     for tag, job_id in (("tag-lost", lost), ("tag-running", running)):  # as kombu keeps them
-        entry = json.dumps([json.loads(task_message(app, TASK_NAME, job_id, queue)), "", queue])
+        entry = json.dumps([json.loads(task_message(job_id, queue)), "", queue])
         await store.r.hset(unacked, tag, entry)
         await store.r.zadd(index, {tag: 0.0})
     await store.r.zadd(index, {"tag-fresh": 1e12})
@@ -153,15 +150,12 @@ async def test_a_message_popped_by_a_worker_that_died_before_recording_it_is_req
     redis_url: str,  # noqa: F811
 ) -> None:
     """kombu BRPOPs before it records the message in ``unacked``: the queued index finds the job."""
-    from rerankd.config import Settings
-    from rerankd.worker import TASK_NAME
-    from rerankd.worker.celery_app import make_celery, task_message
+    from rerankd.jobs.messages import task_message
 
-    app = make_celery(Settings(redis_url=redis_url, key_prefix=store.prefix))
     queue, unacked, index = f"{store.prefix}.m", f"{store.prefix}:unacked", f"{store.prefix}:queued"
     reaper = LeaseReaper(
         store,
-        lambda j, q, p: task_message(app, TASK_NAME, j, q, p),
+        task_message,
         unclaimed_after_s=0.2,
         unacked_key=unacked,
         unacked_index_key=f"{store.prefix}:unacked_index",
@@ -171,7 +165,7 @@ async def test_a_message_popped_by_a_worker_that_died_before_recording_it_is_req
         job_id = new_id()
         request = RerankRequest(query=Query(text="q"), candidates=[Candidate(docid="d0", text="t0")])
         fields = store.job_fields(owner="alice", model="m", queue=queue, request=request, deadline_s=10, max_attempts=3)
-        message = task_message(app, TASK_NAME, job_id, queue)
+        message = task_message(job_id, queue)
         assert (await store.create(job_id, fields, ttl_s=60, message=message)).outcome == "created"
         return job_id
 

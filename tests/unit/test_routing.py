@@ -136,8 +136,8 @@ def test_strict_lane_order_holds_across_a_workers_queues(redis_url: str) -> None
     batch lane: a batch job of one queue never passes an interactive job of another."""
     from kombu import Consumer, Queue
 
-    from rerankd.worker import TASK_NAME
-    from rerankd.worker.celery_app import make_celery, task_message
+    from rerankd.jobs.messages import task_message
+    from rerankd.worker.celery_app import make_celery
 
     prefix = f"route-{secrets.token_hex(3)}"
     app = make_celery(Settings(redis_url=redis_url, key_prefix=prefix, model="m"))
@@ -154,7 +154,7 @@ def test_strict_lane_order_holds_across_a_workers_queues(redis_url: str) -> None
     r = redis.Redis.from_url(redis_url)
     try:
         for queue, lane, job in pushes:
-            r.lpush(lane_key(queue, lane), task_message(app, TASK_NAME, job, queue, priority=lane))
+            r.lpush(lane_key(queue, lane), task_message(job, queue, priority=lane))
         got: list[str] = []
 
         def on_message(body: Any, message: Any) -> None:
