@@ -37,6 +37,9 @@ class Query(BaseModel):
 ParseRule = Literal["bracketed", "rank_llm"]
 """How generated identifiers are read; see :mod:`rerankd.strategies.parsing`."""
 
+IdentifierRule = Literal["as_written", "after_bracket"]
+"""How FIRST reads its identifiers; see :mod:`rerankd.strategies.first_tokens`."""
+
 MAX_OUTPUT_TOKENS = 32_768
 """Upper limit of a strategy's ``max_output_tokens`` setting."""
 MAX_WINDOW_SIZE = 100
@@ -98,6 +101,10 @@ class FirstConfig(BaseModel):
     window_size: int = 20
     stride: int = 10
     prompt: str = "first"
+    identifiers: IdentifierRule = "as_written"
+    """``as_written``: each identifier's probability as the tokenizer writes ``[X`` at the answer
+    start (one merged token, or ``[`` then the letter); ``after_bracket``: ``[`` appended to the
+    prompt and the letter token read after it (FIRST as published)."""
 
     @model_validator(mode="after")
     def _validate(self) -> FirstConfig:
@@ -142,12 +149,58 @@ class ICRConfig(BaseModel):
         return v
 
 
-StrategyConfig = Annotated[
+MAX_PAIR_TOKENS = 8_192
+"""Upper limit of a cross-encoder's ``max_length`` (query + passage tokens)."""
+
+
+class PointwiseConfig(BaseModel):
+    """Score each (query, passage) pair on its own with a cross-encoder (a distilled student)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["pointwise"] = "pointwise"
+    max_length: int | None = Field(default=None, ge=8, le=MAX_PAIR_TOKENS)
+    """Tokens per pair (query + passage, truncated); ``None``: the engine's own limit."""
+
+
+LLMStrategyConfig = Annotated[
     SlidingWindowConfig | FullRankingConfig | FirstConfig | ICRConfig,
     Field(discriminator="name"),
 ]
+"""The strategies that run an LLM (a cascade's second stage)."""
 
-STRATEGY_NAMES = ("sliding_window", "full_ranking", "first", "icr")
+
+class CascadeConfig(BaseModel):
+    """A cross-encoder student over the first ``student_top_k`` candidates, then an LLM strategy
+    over the student's first ``top_k``: one job, one result (see :mod:`rerankd.strategies.cascade`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["cascade"] = "cascade"
+    student: str = Field(min_length=1)
+    """The student: a student folder or a registered student name (``rerankd distill train --name``)."""
+    student_top_k: int | None = Field(default=None, ge=1)
+    """Candidates the student scores (the rest keep their first-stage order after them); ``None``: all."""
+    top_k: int = Field(default=20, ge=2, le=1000)
+    """The student's first ``top_k`` go to the LLM strategy."""
+    llm: LLMStrategyConfig = Field(default_factory=lambda: ICRConfig())
+    """The LLM strategy over the student's ``top_k`` (run by the worker's own engine)."""
+    max_length: int | None = Field(default=None, ge=8, le=MAX_PAIR_TOKENS)
+    """The student's tokens per pair; ``None``: the student's own limit."""
+
+    @model_validator(mode="after")
+    def _validate(self) -> CascadeConfig:
+        if self.student_top_k is not None and self.student_top_k < self.top_k:
+            raise ValueError(f"student_top_k ({self.student_top_k}) must be at least top_k ({self.top_k})")
+        return self
+
+
+StrategyConfig = Annotated[
+    SlidingWindowConfig | FullRankingConfig | FirstConfig | ICRConfig | PointwiseConfig | CascadeConfig,
+    Field(discriminator="name"),
+]
+
+STRATEGY_NAMES = ("sliding_window", "full_ranking", "first", "icr", "pointwise", "cascade")
 
 
 class FeedbackRequest(BaseModel):
@@ -220,7 +273,11 @@ class RankedDoc(BaseModel):
     docid: str
     rank: int = Field(ge=1)
     score: float
+    """The strategy's own score (its scale depends on model and strategy)."""
     first_stage_rank: int = Field(ge=1)
+    relevance: float | None = None
+    """P(relevant) from the calibration loaded for the model, strategy and settings
+    (:mod:`rerankd.calibration`); ``None`` when none is loaded."""
 
 
 class Usage(BaseModel):
@@ -253,6 +310,8 @@ class RerankResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     feedback: FeedbackResult | None = None
+    calibration: str | None = None
+    """The id of the calibration that set the passages' ``relevance``; ``None``: uncalibrated."""
 
     @property
     def docids(self) -> list[str]:

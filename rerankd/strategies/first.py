@@ -1,9 +1,11 @@
 """FIRST (Reddy et al., 2024): rank a window by the logits of the first identifier.
 
 The window prompt uses alphabetic identifiers ``[A]``, ``[B]``, ...; the model's chat
-template is applied with the generation prompt and ``[`` appended, then a single
-forward pass gives the next-token distribution.  The window's passages are ordered
-by the log-probability of their identifier letter.
+template is applied with the generation prompt, and one ``next_token_logprobs`` call gives
+each identifier's log-probability as the start of the answer, read by the rule of
+``FirstConfig.identifiers`` (:mod:`rerankd.strategies.first_tokens`: the ``[X`` token the
+tokenizer writes, or ``[`` appended and the letter read after it).  The window's passages
+are ordered by those log-probabilities.
 
 Scores: the softmax over the window's identifier logits, ``p``.  Across windows,
 each passage's final position is fixed by exactly one window of the last pass (the
@@ -21,68 +23,38 @@ import time
 from collections.abc import Sequence
 
 from rerankd.engines.base import Capability, Engine, require
-from rerankd.prompts import FittedPrompt, Passage, PromptTemplate, fit_prompt, get_template, identifier
+from rerankd.prompts import FittedPrompt, Passage, PromptTemplate, fit_prompt, get_template
 from rerankd.strategies.common import build_result, run_sync, window_spans
+from rerankd.strategies.first_tokens import (
+    OPENING,
+    IdentifierTokenError,
+    IdentifierTokens,
+    identifier_token_ids,
+    plan_identifiers,
+)
 from rerankd.types import FirstConfig, RerankRequest, RerankResult, Tokenizer, Usage
 
-
-class IdentifierTokenError(ValueError):
-    """An identifier letter is not a single token for the model's tokenizer."""
-
-
-OPENING = "["
-"""Appended to the rendered prompt: the model's next token is the first identifier's letter."""
+__all__ = ["IdentifierTokenError", "fit_first_prompt", "identifier_token_ids", "rerank"]
 
 _TAIL_CHARS = 256
-"""The letters' ids are read after the prompt's last characters (tokenisation is local)."""
-
-
-def identifier_token_ids(tokenizer: Tokenizer, count: int, prompt: str = "") -> list[int]:
-    """Token ids of the letters ``A..`` (``count`` of them) as the model emits them after
-    ``prompt + "["``: each letter's id is what tokenising ``prompt + "[" + letter`` adds to the
-    tokens of ``prompt + "["``.
-
-    Not ``encode(letter)``: SentencePiece tokenizers with a dummy prefix (Llama-2, Mistral,
-    Zephyr) encode a lone ``"A"`` as ``"▁A"``, a different token from the ``"A"`` that follows
-    ``[``.  Only when the tokenizer merges ``"[" + letter`` into other tokens (so the model,
-    given a prompt ending in the ``[`` token, writes the letter as a token of its own) is the
-    letter's own single token used.
-    """
-    base = tokenizer.encode(prompt + OPENING)
-    ids: list[int] = []
-    for i in range(count):
-        letter = identifier(i, "alpha")
-        full = tokenizer.encode(prompt + OPENING + letter)
-        if full[: len(base)] == base:
-            added = full[len(base) :]
-            what = f"adds {len(added)} tokens {added} after '['"
-        else:
-            added = tokenizer.encode(letter)
-            what = f"encodes to {len(added)} tokens {added}"
-        if len(added) != 1:
-            raise IdentifierTokenError(
-                f"FIRST needs every identifier to be one token, but {letter!r} {what} with this "
-                "tokenizer; use a model whose tokenizer has single-token capital letters"
-            )
-        ids.append(added[0])
-    if len(set(ids)) != len(ids):
-        raise IdentifierTokenError(f"identifier letters share token ids: {ids}")
-    return ids
+"""Identifier tokens are read after the prompt's last characters (tokenisation is local)."""
 
 
 def fit_first_prompt(
     template: PromptTemplate, query: str, passages: list[Passage], tokenizer: Tokenizer, context_size: int
-) -> tuple[FittedPrompt, str, int]:
-    """The window's prompt (chat template, generation prompt, ``[``) and its token count, fitted
-    so that the prompt leaves room for the one generated token (at most ``context_size - 1``)."""
+) -> tuple[FittedPrompt, str, int, int]:
+    """The window's prompt up to the answer start (chat template with the generation prompt),
+    fitted so that it leaves room for two tokens (``[`` and a letter): both it and the prompt
+    with ``[`` appended have at most ``context_size - 1`` tokens.  Returns the fitted messages,
+    the prompt, and the token counts of the prompt and of the prompt with ``[``."""
     reserve = 2  # "[" (usually one token) and the generated letter
     while True:
         fitted = fit_prompt(template, query, passages, tokenizer, context_size, reserve)
-        prompt = tokenizer.render_chat(fitted.messages, add_generation_prompt=True) + OPENING
-        tokens = len(tokenizer.encode(prompt))
-        if tokens <= context_size - 1:
-            return fitted, prompt, tokens
-        reserve += tokens - (context_size - 1)
+        prompt = tokenizer.render_chat(fitted.messages, add_generation_prompt=True)
+        with_bracket = len(tokenizer.encode(prompt + OPENING))
+        if with_bracket <= context_size - 1:
+            return fitted, prompt, len(tokenizer.encode(prompt)), with_bracket
+        reserve += with_bracket - (context_size - 1)
 
 
 def softmax(xs: Sequence[float]) -> list[float]:
@@ -105,21 +77,26 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     scores = [0.0] * n
     usage = Usage()
     warnings: list[str] = []
-    token_ids: list[int] = []
+    tokens: IdentifierTokens | None = None
     for k, (start, end) in enumerate(spans):
         window = order[start:end]
         passages = [Passage(text=cands[i].text, title=cands[i].title) for i in window]
-        fitted, prompt, prompt_tokens = await run_sync(
+        fitted, prompt, start_tokens, bracket_tokens = await run_sync(
             fit_first_prompt, template, request.query.text, passages, engine.tokenizer, engine.context_size
         )
         if fitted.truncated:
             warnings.append(f"window {start + 1}-{end}: passages cut to fit the context")
-        if not token_ids:  # every window's prompt ends alike: the ids are the same for all
+        if tokens is None:  # every window's prompt ends alike: the tokens are the same for all
             count = min(cfg.window_size, n)
-            tail = prompt.removesuffix(OPENING)[-_TAIL_CHARS:]
-            token_ids = identifier_token_ids(engine.tokenizer, count, tail)
-        logprobs = (await engine.next_token_logprobs([prompt], token_ids[: len(window)]))[0]
-        usage.add(prompt_tokens, 0, 1)
+            tail = prompt[-_TAIL_CHARS:]
+            tokens = await run_sync(plan_identifiers, engine.tokenizer, count, tail, cfg.identifiers)
+            if tokens.note:
+                warnings.append(tokens.note)
+        prompts, token_ids = tokens.request(prompt, len(window))
+        rows = await engine.next_token_logprobs(prompts, token_ids)
+        logprobs = tokens.combine(rows, len(window))
+        for p in prompts:
+            usage.add(start_tokens if p == prompt else bracket_tokens, 0, 1)
         local = sorted(range(len(window)), key=lambda i: (-logprobs[i], i))
         probs = softmax(logprobs)
         order[start:end] = [window[i] for i in local]

@@ -89,7 +89,7 @@ class ScriptedEngine:
             self.logprob_calls += 1
             self.prompts.append(p)
             rel = dict(passages_in(p))
-            letters = [self.tokenizer.inv[t] for t in token_ids]
+            letters = [self.tokenizer.inv[t].removeprefix("[") for t in token_ids]  # "[A" or "A"
             out.append([-10.0 + 0.1 * rel.get(letter, 0) for letter in letters])
         return out
 

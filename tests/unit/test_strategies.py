@@ -87,12 +87,14 @@ def test_full_ranking_one_call_and_limit() -> None:
         run(rerank(make_request(40, FullRankingConfig(max_candidates=10)), ScriptedEngine()))
 
 
-def test_first_one_pass_per_window_and_scores() -> None:
+@pytest.mark.parametrize(("identifiers", "prompt_end"), [("as_written", "<assistant>\n"), ("after_bracket", "[")])
+def test_first_one_pass_per_window_and_scores(identifiers: str, prompt_end: str) -> None:
+    # The word tokenizer writes "[A" as one token: as_written reads it at the answer start.
     eng = ScriptedEngine()
-    req = make_request(25, FirstConfig())
+    req = make_request(25, FirstConfig(identifiers=identifiers))  # type: ignore[arg-type]
     res = run(rerank(req, eng))
     assert eng.logprob_calls == 2 and eng.generate_calls == 0
-    assert all(p.endswith("[") for p in eng.prompts)
+    assert all(p.endswith(prompt_end) for p in eng.prompts)
     assert_permutation_with_monotone_scores(req, res)
     assert res.docids[:10] == [f"d{i}" for i in range(24, 14, -1)]
     # windows (5,25) then (0,15): the front window fixes 15 positions and scores them in
@@ -109,12 +111,18 @@ def test_first_single_window_scores_are_softmax() -> None:
 
 def test_first_needs_single_token_letters() -> None:
     class SplitLetters(WordTokenizer):
+        """Writes the letter C as two tokens wherever it appears."""
+
         def encode(self, text: str) -> list[int]:
-            return [1, 2] if text == "C" else super().encode(text)
+            return super().encode(text.replace("C", "C C"))
 
     assert len(identifier_token_ids(WordTokenizer(), 20)) == 20
-    with pytest.raises(IdentifierTokenError, match="'C' encodes to 2 tokens"):
+    with pytest.raises(IdentifierTokenError, match="'C' is written as 2 tokens"):
         identifier_token_ids(SplitLetters(), 5)
+    eng = ScriptedEngine()
+    eng.tokenizer = SplitLetters()
+    with pytest.raises(IdentifierTokenError, match="'C' is written as 2 tokens"):
+        run(rerank(make_request(5, FirstConfig()), eng))
 
 
 def test_capability_errors() -> None:
