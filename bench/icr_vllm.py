@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from rerankd.engines.hf import HFEngine
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
     from rerankd.types import ICRConfig
 
     cfg = ICRConfig(layers=args.layers, max_words_per_passage=args.max_words)

@@ -398,7 +398,7 @@ def main() -> None:
     args = parse_args()
     from rerankd.engines.openai import OpenAIEngine
     from rerankd.engines.provision import resolve_model
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
     from rerankd.launchers.vllm_server import VLLMServer
 
     t_start = time.perf_counter()

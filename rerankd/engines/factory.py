@@ -44,7 +44,7 @@ def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -
         return HFEngine.load(model, **settings)
     if key == "vllm":
         try:
-            from rerankd.engines.vllm import VLLMEngine
+            from rerankd.engines.vllm.engine import VLLMEngine
 
             return VLLMEngine.load(model, **settings)
         except ModuleNotFoundError as e:

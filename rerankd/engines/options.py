@@ -70,7 +70,7 @@ def _loader(kind: str) -> Callable[..., Any] | None:
         return HFEngine.load
     if kind == "vllm":
         try:
-            from rerankd.engines.vllm import VLLMEngine
+            from rerankd.engines.vllm.engine import VLLMEngine
         except ImportError:  # the loader reports a missing vLLM itself
             return None
         return VLLMEngine.load

@@ -8,7 +8,7 @@ from typing import Any
 
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL
-from rerankd.engines.vllm import DEFAULT_CPU_KV_CACHE_GIB, _on_cpu
+from rerankd.engines.vllm.engine import DEFAULT_CPU_KV_CACHE_GIB, _on_cpu
 from rerankd.launchers.net import free_port
 
 __all__ = ["VLLMServer"]

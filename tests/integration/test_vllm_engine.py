@@ -43,7 +43,7 @@ def engine(smollm2_dir: Path, request: pytest.FixtureRequest) -> Iterator[object
     """The in-process engine.  When test_vllm_serve_openai.py runs in this session too, its
     ``vllm serve`` is started now, so that it boots while these tests run (2 cores: both
     start-ups are mostly imports, in separate processes)."""
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     if any(item.path.name == "test_vllm_serve_openai.py" for item in request.session.items):
         shared_server(smollm2_dir)
@@ -58,7 +58,7 @@ def user(text: str) -> list[ChatMessage]:
 
 def test_engine_protocol(engine: Engine) -> None:
     from rerankd.engines.hf import HFTokenizer
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     assert isinstance(engine, VLLMEngine) and isinstance(engine, Engine)
     assert engine.name == "vllm" and engine.model == DEFAULT_MODEL
@@ -83,7 +83,7 @@ def test_generates_greedily(engine: Engine) -> None:
 
 
 def test_next_token_logprobs_exact_and_top_k(engine: Engine) -> None:
-    from rerankd.engines.vllm import TOPK_FLOOR_GAP, VLLMEngine
+    from rerankd.engines.vllm.engine import TOPK_FLOOR_GAP, VLLMEngine
 
     assert isinstance(engine, VLLMEngine)
     query, passages = first_window(10)
@@ -111,7 +111,7 @@ def test_next_token_logprobs_exact_and_top_k(engine: Engine) -> None:
 
 
 def test_concurrent_requests_are_batched(engine: Engine) -> None:
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     assert isinstance(engine, VLLMEngine)
     before = engine.stats.max_running
@@ -196,7 +196,7 @@ def test_scoring_engine_first_equals_generation_engine(engine: Engine) -> None:
     """A scoring engine (``attention="only"``: one pooling engine, no decoding engine) reads FIRST's
     identifier logprobs from the pooling model's LM head (SmolLM2's is tied to its embeddings):
     the same values and the same FIRST order as the generation engine's sampler logprobs."""
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     query, passages = first_window(10)
     fitted = fit_prompt(get_template("first"), query, passages, engine.tokenizer, engine.context_size, 1)
@@ -230,7 +230,7 @@ def test_scoring_engine_first_equals_generation_engine(engine: Engine) -> None:
 
 
 def test_close(engine: Engine) -> None:
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     assert isinstance(engine, VLLMEngine)
     asyncio.run(engine.aclose())

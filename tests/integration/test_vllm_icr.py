@@ -54,7 +54,7 @@ def icr_request(query: str, layers: tuple[int, int] | None = None, n: int = 6) -
 @pytest.fixture(scope="module")
 def engines(tiny_model_dir: Path) -> Iterator[tuple[Any, Any]]:
     from rerankd.engines.hf import HFEngine
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     vllm = VLLMEngine.load(
         str(tiny_model_dir), dtype="float32", context_size=2048, attention="only", attention_kv_cache_gib=0.1

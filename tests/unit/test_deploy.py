@@ -166,7 +166,7 @@ def _gpu_worker_envs() -> list[dict[str, str]]:
 
 
 VLLM_CAPABILITIES = {
-    # what the vllm engine offers per `attention` mode (rerankd/engines/vllm.py)
+    # what the vllm engine offers per `attention` mode (rerankd/engines/vllm/engine.py)
     "off": {Capability.GENERATE, Capability.LOGPROBS},
     "only": {Capability.ATTENTION, Capability.LOGPROBS},
     "eager": {Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION},
@@ -208,8 +208,8 @@ def test_gpu_workers_serve_all_four_strategies() -> None:
     """vllm workers of form (a): generation and logprobs, plus ICR attention started with the
     worker, on the vLLM version the ICR plugin supports, their GPU shares within the budget."""
     from rerankd.engines.options import validate_engine_options
-    from rerankd.engines.vllm_icr import SUPPORTED_VLLM_VERSIONS
-    from rerankd.engines.vllm_memory import plan_shares
+    from rerankd.engines.vllm.icr import SUPPORTED_VLLM_VERSIONS
+    from rerankd.engines.vllm.memory import plan_shares
 
     envs = [e for e in _gpu_worker_envs() if e.get("RERANKD_WORKER_ROLE", "auto") in ("auto", "all")]
     assert len(envs) >= 3

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from rerankd.engines.vllm_args import NOT_FORWARDED, attention_engine_args
-from rerankd.engines.vllm_attention import AttentionModels
-from rerankd.engines.vllm_icr import LM_HEAD_KEY, check_icr_request, check_logprob_request
-from rerankd.engines.vllm_memory import GIB, GPUMemory, GPUMemoryError
+from rerankd.engines.vllm.args import NOT_FORWARDED, attention_engine_args
+from rerankd.engines.vllm.attention import AttentionModels
+from rerankd.engines.vllm.icr import LM_HEAD_KEY, check_icr_request, check_logprob_request
+from rerankd.engines.vllm.memory import GIB, GPUMemory, GPUMemoryError
 
 GENERATION_ARGS: dict[str, Any] = {
     "model": "/models/m",
@@ -249,9 +249,9 @@ def test_bad_requests_never_reach_the_engine() -> None:
 def fake_platform(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """``VLLMEngine.load`` without vLLM: the version check, platform and logprobs mode faked,
     attention engines started by a recorder, the generation engine never."""
-    import rerankd.engines.vllm_icr as icr
-    import rerankd.engines.vllm_load as load
-    import rerankd.engines.vllm_memory as memory
+    import rerankd.engines.vllm.icr as icr
+    import rerankd.engines.vllm.load as load
+    import rerankd.engines.vllm.memory as memory
 
     state: dict[str, Any] = {"cpu": False, "started": [], "measured": 0}
 
@@ -280,8 +280,8 @@ def fake_platform(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_load_refuses_impossible_shares_before_any_engine_starts(
     fake_platform: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rerankd.engines.vllm_load as load
-    from rerankd.engines.vllm import VLLMEngine
+    import rerankd.engines.vllm.load as load
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     monkeypatch.setattr(load, "LoopThread", fake_platform["no_loop"])
     fake_platform["memory"] = GPUMemory(int(78.6 * GIB), int(79.2 * GIB))
@@ -304,7 +304,7 @@ def test_scoring_engine_load_forwards_engine_args_and_default_shares(
     fake_platform: dict[str, Any], tiny_model_dir: Path
 ) -> None:
     from rerankd.engines.base import Capability
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     fake_platform["memory"] = GPUMemory(int(78.6 * GIB), int(79.2 * GIB))
     user_args = {

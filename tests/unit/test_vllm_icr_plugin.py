@@ -12,13 +12,13 @@ from importlib.metadata import entry_points
 import pytest
 import torch
 
-from rerankd.engines.vllm_icr import (
+from rerankd.engines.vllm.icr import (
     SUPPORTED_VLLM_VERSIONS,
     UnsupportedVLLMVersion,
     check_vllm_version,
     icr_architecture,
 )
-from rerankd.engines.vllm_icr.rows import suffix_attention_to_keys
+from rerankd.engines.vllm.icr.rows import suffix_attention_to_keys
 
 
 def _full_attention_rows(query: torch.Tensor, key: torch.Tensor, scale: float, n_rows: int) -> torch.Tensor:
@@ -75,7 +75,7 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 def test_unsupported_version_fails_at_engine_start(fake_vllm: types.ModuleType) -> None:
-    from rerankd.engines.vllm import VLLMEngine
+    from rerankd.engines.vllm.engine import VLLMEngine
 
     with pytest.raises(UnsupportedVLLMVersion, match=r"supports vLLM 0\.32\.0, not 0\.99\.0"):
         VLLMEngine.load("smollm2-135m-instruct")
@@ -84,7 +84,7 @@ def test_unsupported_version_fails_at_engine_start(fake_vllm: types.ModuleType) 
 def test_plugin_registers_nothing_on_unsupported_version(
     fake_vllm: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from rerankd.engines.vllm_icr.plugin import register
+    from rerankd.engines.vllm.icr.plugin import register
 
     with caplog.at_level(logging.WARNING):
         register()  # would import vllm.ModelRegistry (absent from the fake) if it went on
@@ -101,4 +101,4 @@ def test_architectures() -> None:
 
 def test_entry_point_declared() -> None:
     [ep] = [e for e in entry_points(group="vllm.general_plugins") if e.name == "rerankd_icr"]
-    assert ep.value == "rerankd.engines.vllm_icr.plugin:register"
+    assert ep.value == "rerankd.engines.vllm.icr.plugin:register"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rerankd.engines.vllm_memory import (
+from rerankd.engines.vllm.memory import (
     DEFAULT_GPU_MEMORY_BUDGET,
     ENGINE_CONTEXT_BYTES,
     GIB,
@@ -176,7 +176,7 @@ def test_each_later_engine_sees_what_the_earlier_took() -> None:
 
 
 def test_unmeasurable_gpu_is_not_checked(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import rerankd.engines.vllm_memory as memory
+    import rerankd.engines.vllm.memory as memory
 
     def fail(devices: int = 1, timeout_s: float = 0) -> GPUMemory:
         raise RuntimeError("cannot measure GPU memory with torch: no CUDA")

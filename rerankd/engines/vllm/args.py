@@ -29,7 +29,7 @@ ATTENTION_OWN = frozenset(
         "max_num_scheduled_tokens",
         "long_prefill_token_threshold",
         "long_prefill_token_threshold_adaptive",
-        "gpu_memory_utilization",  # its own share (rerankd.engines.vllm_memory)
+        "gpu_memory_utilization",  # its own share (rerankd.engines.vllm.memory)
         "kv_cache_memory_bytes",
         "num_gpu_blocks_override",
         "compilation_config",

@@ -2,7 +2,7 @@
 
 vLLM runs one runner type per engine (``generate`` or ``pooling``), so ICR gets its own
 ``AsyncLLM`` next to the generation one, on the same event loop thread, with the ICR
-architecture of :mod:`rerankd.engines.vllm_icr` (``hf_overrides``), eager mode and whole
+architecture of :mod:`rerankd.engines.vllm.icr` (``hf_overrides``), eager mode and whole
 prompts per step (no chunked prefill, no prefix caching: every key of a prompt must be in the
 forward pass that records its query rows).
 
@@ -22,8 +22,8 @@ starts in a thread of its own (requests to the engines already running go on mea
 that failed to start is not tried again (its error is raised again, until the worker restarts).
 
 Every argument of the generation engine reaches the attention engines
-(:func:`rerankd.engines.vllm_args.attention_engine_args`).  Requests are checked against the
-model's conditions before they are submitted (:func:`rerankd.engines.vllm_icr.check_icr_request`),
+(:func:`rerankd.engines.vllm.args.attention_engine_args`).  Requests are checked against the
+model's conditions before they are submitted (:func:`rerankd.engines.vllm.icr.check_icr_request`),
 so that a bad prompt fails alone instead of failing the engine core and every request in flight.
 
 Scoring engines (``attention="only"``): the full-depth model also has the LM head and serves
@@ -39,8 +39,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rerankd.engines.vllm_args import attention_engine_args
-from rerankd.engines.vllm_icr import (
+from rerankd.engines.vllm.args import attention_engine_args
+from rerankd.engines.vllm.icr import (
     EXTRA_KEY_LAYERS,
     LM_HEAD_KEY,
     LOGPROB_IDS_KEY,
@@ -182,7 +182,7 @@ class AttentionModels:
     async def _encode(self, llm: Any, ids: list[int], extra: dict[str, Any], kind: str) -> Any:
         from vllm import PoolingParams
 
-        from rerankd.engines.vllm_compat import tokens_prompt
+        from rerankd.engines.vllm.compat import tokens_prompt
 
         params = PoolingParams(task=TASK, extra_kwargs=extra)
         final = None

@@ -27,11 +27,11 @@ How it works
   unknown but no larger than the smallest returned one).
 * Prefix caching is on: windows of one query share their instruction prefix and, with the
   sliding window, consecutive windows share passages.
-* ICR runs on pooling engines of rerankd's vLLM plugin (:mod:`rerankd.engines.vllm_attention`);
+* ICR runs on pooling engines of rerankd's vLLM plugin (:mod:`rerankd.engines.vllm.attention`);
   with ``attention="only"`` they are the whole engine (a scoring engine), and next-token
   log-probabilities come, exact, from the full-depth pooling model's LM head.
 * On a GPU the engines' memory shares are planned and checked against vLLM's start-up rule
-  before the first one starts (:mod:`rerankd.engines.vllm_memory`); :mod:`.vllm_load` starts them.
+  before the first one starts (:mod:`rerankd.engines.vllm.memory`); :mod:`.load` starts them.
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
 from rerankd.engines.loop_thread import LoopThread
 from rerankd.engines.registry import DEFAULT_MODEL
-from rerankd.engines.vllm_attention import AttentionModels
-from rerankd.engines.vllm_compat import on_cpu as _on_cpu  # noqa: F401 (rerankd.launchers.vllm_server)
-from rerankd.engines.vllm_compat import tokens_prompt as _tokens_prompt
-from rerankd.engines.vllm_load import DEFAULT_CPU_KV_CACHE_GIB, start_engine
-from rerankd.engines.vllm_memory import DEFAULT_GPU_MEMORY_BUDGET, GPUMemoryError
-from rerankd.engines.vllm_stats import VLLMStats
+from rerankd.engines.vllm.attention import AttentionModels
+from rerankd.engines.vllm.compat import on_cpu as _on_cpu  # noqa: F401 (rerankd.launchers.vllm_server)
+from rerankd.engines.vllm.compat import tokens_prompt as _tokens_prompt
+from rerankd.engines.vllm.load import DEFAULT_CPU_KV_CACHE_GIB, start_engine
+from rerankd.engines.vllm.memory import DEFAULT_GPU_MEMORY_BUDGET, GPUMemoryError
+from rerankd.engines.vllm.stats import VLLMStats
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = [
@@ -74,7 +74,7 @@ LogprobsMode = Literal["auto", "token_ids", "top_k"]
 
 class VLLMEngine:
     """vLLM ``AsyncLLM`` backend: greedy generation, next-token logprobs and, through rerankd's
-    vLLM plugin, ICR attention (:mod:`rerankd.engines.vllm_attention`).
+    vLLM plugin, ICR attention (:mod:`rerankd.engines.vllm.attention`).
 
     Build it with :meth:`load`; close it with :meth:`aclose` (or :meth:`close`).
     """
@@ -144,14 +144,14 @@ class VLLMEngine:
 
         Every setting is explicit and documented in ``docs/engines.md`` (the ``vllm`` table).
         In short: ``engine_args`` go to vLLM as they are, to the attention engines too (but
-        :data:`rerankd.engines.vllm_args.NOT_FORWARDED`); ``attention`` is ``lazy`` (ICR's
+        :data:`rerankd.engines.vllm.args.NOT_FORWARDED`); ``attention`` is ``lazy`` (ICR's
         pooling engines start on the first ICR call), ``eager`` (at load), ``only`` (at load,
         without the generation engine: a scoring engine, whose next-token logprobs come from the
         pooling model's LM head) or ``off``; on a GPU, ``gpu_memory_budget`` is split between
         the generation engine and ``attention_max_models`` attention engines where their shares
         (``gpu_memory_utilization``, ``attention_gpu_memory_utilization``) are not given, and the
         shares are checked against vLLM's rule before any engine starts
-        (:mod:`rerankd.engines.vllm_memory`); on CPU the KV cache sizes (``cpu_kv_cache_gib``,
+        (:mod:`rerankd.engines.vllm.memory`); on CPU the KV cache sizes (``cpu_kv_cache_gib``,
         ``attention_kv_cache_gib``) apply instead.
         """
         settings = {k: v for k, v in locals().items() if k not in ("cls", "model")}
@@ -266,7 +266,7 @@ class VLLMEngine:
     ) -> ContextAttention:
         """Attention from each suffix's tokens to every token of ``context``, summed over the
         heads and the layers of ``layers`` (all by default), averaged over the suffix tokens;
-        the pass stops after the window's last layer.  See :mod:`rerankd.engines.vllm_attention`.
+        the pass stops after the window's last layer.  See :mod:`rerankd.engines.vllm.attention`.
         """
         from rerankd.engines.hf_attention import check_layer_window
 

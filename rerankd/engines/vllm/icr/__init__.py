@@ -4,7 +4,7 @@ The pooling models (:mod:`.model`) wrap vLLM's own Qwen2 and Llama decoders (Mis
 the Llama one), record the attention rows of each request's query span (:mod:`.rows`) and
 return, per context token, the attention it received summed over the heads of each layer; the
 pooler sums a layer window and averages over the query tokens.  :mod:`.plugin` registers them
-with vLLM's ``ModelRegistry``; ``rerankd.engines.vllm`` drives them.  Nothing of vLLM is patched.
+with vLLM's ``ModelRegistry``; ``rerankd.engines.vllm.engine`` drives them.  Nothing of vLLM is patched.
 
 This module imports nothing from vLLM: the version check and the architecture table are usable
 without it.

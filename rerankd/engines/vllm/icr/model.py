@@ -20,7 +20,7 @@ their log-probabilities after its last token, computed as vLLM's sampler does (f
 log-softmax of the logits).
 
 Requirements (checked here, and by the engine before it submits a request:
-:func:`rerankd.engines.vllm_icr.check_icr_request`; a failure here takes down every request
+:func:`rerankd.engines.vllm.icr.check_icr_request`; a failure here takes down every request
 in flight on the engine): whole prompts in one step (no chunked prefill, no prefix-cache reads:
 every key of a request must be in the forward pass), eager mode (the recording is Python
 code), no pipeline parallelism, no sliding-window layers.  Tensor parallelism sums the
@@ -52,7 +52,7 @@ from vllm.tasks import PoolingTask
 from vllm.v1.outputs import PoolerOutput
 from vllm.v1.pool.metadata import PoolingMetadata
 
-from rerankd.engines.vllm_icr import (
+from rerankd.engines.vllm.icr import (
     EXTRA_KEY_LAYERS,
     LM_HEAD_KEY,
     LOGPROB_IDS_KEY,
@@ -60,7 +60,7 @@ from rerankd.engines.vllm_icr import (
     TASK,
     check_vllm_version,
 )
-from rerankd.engines.vllm_icr.rows import suffix_attention_to_keys
+from rerankd.engines.vllm.icr.rows import suffix_attention_to_keys
 
 FULL_LAYERS_KEY = "rerankd_icr_full_layers"
 """hf_overrides key: the model's full depth (``num_hidden_layers`` is the built depth)."""

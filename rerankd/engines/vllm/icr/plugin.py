@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from rerankd.engines.vllm_icr import ARCHITECTURES, UnsupportedVLLMVersion, check_vllm_version
+from rerankd.engines.vllm.icr import ARCHITECTURES, UnsupportedVLLMVersion, check_vllm_version
 
 logger = logging.getLogger(__name__)
 
-MODEL_MODULE = "rerankd.engines.vllm_icr.model"
+MODEL_MODULE = "rerankd.engines.vllm.icr.model"
 
 
 def register() -> None:
