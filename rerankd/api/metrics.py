@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from rerankd.jobs import HISTOGRAMS, JobStore
 from rerankd.jobs.metrics import COUNTERS, GAUGES
-from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
+from rerankd.jobs.quotas import LANE_NAMES
 from rerankd.jobs.workers import listed
 
 _HELP = {
@@ -118,15 +117,8 @@ async def render(store: JobStore, queues: Iterable[str]) -> bytes:
     in_flight = await store.in_flight()
     workers = await store.workers.live()
     names = sorted(set(queues) | {q for w in workers for q in listed(w, "queues")})
-    pipe = store.r.pipeline(transaction=False)
-    for q in names:
-        for lane in LANES:
-            pipe.llen(lane_key(store.queue_key(q), lane))
-    lengths = iter(await pipe.execute())
-    depths: dict[tuple[str, str], Any] = {}
-    for q in names:
-        for lane in LANES:
-            depths[(q, LANE_NAMES[lane])] = int(next(lengths))
+    lengths = await store.lane_depths(names)
+    depths = {(q, LANE_NAMES[lane]): n for q, by_lane in lengths.items() for lane, n in by_lane.items()}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Static(_families(counters, histograms, depths, workers, gauges, in_flight)))
     return generate_latest(registry)

@@ -3,20 +3,18 @@ batch body's schemas.
 
 Routes declare their errors with :func:`errors`; :func:`install` drops FastAPI's default 422
 (``HTTPValidationError``, a shape this server never sends) and adds the schemas of a batch line.
-The ``*Out`` models document answers; routes build them as dicts (see :mod:`rerankd.jobs.views`).
+Request and response models live in :mod:`rerankd.api.schemas`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
 
 from rerankd.api.errors import ErrorBody
-from rerankd.api.schemas import BatchBody
-from rerankd.types import RerankResult
+from rerankd.api.schemas import BatchLineDoc
 
 __all__ = ["BATCH_BODY", "errors", "install"]
 
@@ -43,92 +41,6 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = _RETRY_AFTER
         out[status] = entry
     return out
-
-
-class BatchLineDoc(BaseModel):
-    """One line of a batch file."""
-
-    custom_id: str = Field(min_length=1, description="Your id for the line; unique in the file.")
-    body: BatchBody
-
-
-class ErrorItem(BaseModel):
-    code: str | None
-    message: str | None
-
-
-class JobOut(BaseModel):
-    """A job as ``GET /v1/jobs/{id}`` shows it."""
-
-    id: str
-    object: Literal["job"]
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
-    model: str
-    strategy: str
-    attempts: int
-    worker: str | None = Field(description="An opaque id of the worker that ran the job last.")
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    cancel_requested: bool
-    result: RerankResult | None
-    error: ErrorItem | None
-    history: list[str] | None = None
-
-
-class BatchOut(BaseModel):
-    id: str
-    object: Literal["batch"]
-    status: Literal["in_progress", "completed"]
-    created_at: float
-    total: int
-    finished: int
-    counts: dict[str, int]
-
-
-class CohereResult(BaseModel):
-    index: int
-    relevance_score: float = Field(
-        description="P(relevant) when the worker has a calibration for the model, strategy and settings "
-        "(meta.relevance.kind = calibrated); else 1 - (rank - 1) / n for the document's final rank among the n "
-        "documents sent: 1.0 for the best, independent of top_n (a position, not a probability; "
-        "meta.relevance.kind = rank). See docs/calibration.md."
-    )
-    document: dict[str, Any] | None = None
-    raw_score: float | None = Field(
-        default=None, description="rerankd extension, with raw_scores: true: the strategy's own score."
-    )
-
-
-class CohereRerankOut(BaseModel):
-    id: str
-    results: list[CohereResult]
-    meta: dict[str, Any]
-
-
-class ModelOut(BaseModel):
-    id: str
-    object: Literal["model"]
-    model: str
-    strategy: dict[str, Any]
-
-
-class ModelsOut(BaseModel):
-    object: Literal["list"]
-    data: list[ModelOut]
-
-
-class HealthOut(BaseModel):
-    """``ok`` or ``unavailable``; workers and queues only for callers with a key."""
-
-    status: Literal["ok", "unavailable"]
-    message: str | None = None
-    code: str | None = None
-    redis: str | None = None
-    workers: list[dict[str, Any]] | None = None
-    queues: dict[str, int] | None = None
-    models_without_workers: list[str] | None = None
-    unserved_strategies: dict[str, list[str]] | None = None
 
 
 BATCH_BODY: dict[str, Any] = {

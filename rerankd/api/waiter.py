@@ -1,6 +1,7 @@
 """Waiting for jobs to finish: one pub/sub listener per API process, futures per waiting request.
 
-Workers publish ``"<id> <status>"`` on ``{prefix}:events`` when a job ends.  A request
+Workers publish an event when a job ends (:meth:`JobStore.finished_events
+<rerankd.jobs.store.JobStore.finished_events>`).  A request
 registers its future *before* the job is handed to the broker, so no event is missed;
 a slow poll of the record covers events lost while the listener reconnects.
 """
@@ -64,17 +65,10 @@ class JobWaiter:
     async def _listen(self) -> None:
         while True:
             try:
-                pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-                async with pubsub:
-                    await pubsub.subscribe(self.store.events_channel)
-                    while True:
-                        msg = await pubsub.get_message(timeout=1.0)
-                        if not msg or msg.get("type") != "message":
-                            continue
-                        job_id = msg["data"].decode().split(" ", 1)[0]
-                        for fut in self._waiters.get(job_id, ()):
-                            if not fut.done():
-                                fut.set_result(None)
+                async for job_id, _ in self.store.finished_events():
+                    for fut in self._waiters.get(job_id, ()):
+                        if not fut.done():
+                            fut.set_result(None)
             except asyncio.CancelledError:
                 raise
             except Exception as e:

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from rerankd.jobs.quotas import Quota, lane_key
-from rerankd.jobs.record import CreateResult
+from rerankd.jobs.keys import Keys
+from rerankd.jobs.quotas import Quota
+from rerankd.jobs.record import TERMINAL, CreateResult
 from rerankd.jobs.scripts import lua
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
@@ -23,16 +24,17 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
 class BatchStore:
     """Batch records in Redis (``{prefix}:batch:{id}`` and ``...:items``)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.r: Any = client
-        self.prefix = prefix
+        self.keys = keys
+        self.prefix = keys.prefix
         self._submit = client.register_script(lua("create_batch"))
 
     def batch_key(self, batch_id: str) -> str:
-        return f"{self.prefix}:batch:{batch_id}"
+        return self.keys.batch(batch_id)
 
     def batch_items_key(self, batch_id: str) -> str:
-        return f"{self.prefix}:batch:{batch_id}:items"
+        return self.keys.batch_items(batch_id)
 
     async def submit(
         self,
@@ -57,7 +59,7 @@ class BatchStore:
         queues: dict[tuple[str, str, str], int] = {}
         job_args: list[Any] = []
         for job_id, fields, message in jobs:
-            lane = lane_key(fields["queue"], int(fields.get("priority", 0)))
+            lane = self.keys.lane(fields["queue"], int(fields.get("priority", 0)))
             key = (fields["queue"], lane, fields.get("model", ""))
             queues[key] = queues.get(key, 0) + 1
             job_args += [job_id, message, lane, len(fields)]
@@ -99,6 +101,17 @@ class BatchStore:
         """Jobs of the batch by status (from the counters the job scripts keep)."""
         return {s: max(0, int(info.get(f"n_{s}", "0"))) for s in STATUSES}
 
+    @staticmethod
+    def state(info: Mapping[str, str]) -> str:
+        """``completed`` once every job of the batch is final, else ``in_progress``."""
+        counts = BatchStore.counts(info)
+        return "completed" if sum(counts[s] for s in TERMINAL) >= int(info.get("total", "0")) else "in_progress"
+
+    @staticmethod
+    def listed(info: Mapping[str, str], name: str) -> list[str]:
+        """A comma-joined field of the batch (``models``, ``strategies``) as a list."""
+        return [x for x in info.get(name, "").split(",") if x]
+
     async def item_ids(self, batch_id: str, start: int, count: int) -> list[str]:
         """Job ids ``start .. start + count - 1`` in input order."""
         if count <= 0:
@@ -110,5 +123,5 @@ class BatchStore:
         """``[custom_id, status, result, error, error_code]`` of each job (raw; all ``None``: expired)."""
         pipe = self.r.pipeline(transaction=False)
         for j in job_ids:
-            pipe.hmget(f"{self.prefix}:job:{j}", "custom_id", "status", "result", "error", "error_code")
+            pipe.hmget(self.keys.job(j), "custom_id", "status", "result", "error", "error_code")
         return list(await pipe.execute())

@@ -28,8 +28,8 @@ def task_message(job_id: str, queue: str, priority: int = 0) -> str:
     the queue's list; ``priority`` is the lane (:mod:`rerankd.jobs.quotas`) kombu restores it to."""
     task_id = str(uuid.uuid4())
     args = [job_id]
-    body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    headers = {
+    body: list[object] = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    headers: dict[str, object] = {
         "lang": "py",
         "task": TASK_NAME,
         "id": task_id,

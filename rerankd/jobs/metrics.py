@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rerankd.jobs.keys import Keys
+
 COUNTERS: dict[str, str] = {
     "jobs_submitted_total": "Jobs accepted by the API, by kind (rerank, job, batch), model and strategy.",
     "jobs_finished_total": "Jobs that reached a final status, by status, model and strategy.",
@@ -62,7 +64,7 @@ def _labels(labels: Mapping[str, str]) -> str:
 class MetricsWriter:
     """Accumulates metric updates and writes them in one pipeline (see :meth:`flush`)."""
 
-    prefix: str
+    keys: Keys
     ops: list[tuple[str, str, str, float, bool]] = field(default_factory=list)
 
     def inc(self, name: str, labels: Mapping[str, str], value: int = 1) -> None:
@@ -82,7 +84,7 @@ class MetricsWriter:
         keys: list[str] = []
         args: list[Any] = [len(self.ops)]
         for kind, name, fld, value, is_float in self.ops:
-            key = f"{self.prefix}:m:{kind}:{name}"
+            key = self.keys.metric(f"{kind}:{name}")
             if key not in keys:
                 keys.append(key)
             args += [first_key + keys.index(key), fld, "f" if is_float else "i", value if is_float else int(value)]
@@ -92,7 +94,7 @@ class MetricsWriter:
     def apply(self, pipe: Any) -> None:
         """Queue the updates on a redis pipeline and forget them."""
         for kind, name, fld, value, is_float in self.ops:
-            key = f"{self.prefix}:m:{kind}:{name}"
+            key = self.keys.metric(f"{kind}:{name}")
             if is_float:
                 pipe.hincrbyfloat(key, fld, value)
             else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rerankd.jobs.keys import Keys
 from rerankd.jobs.scripts import lua
 
 __all__ = ["Claimed", "Outbox", "Outcome"]
@@ -39,7 +40,7 @@ class Outbox:
     def __init__(self, client: Any, prefix: str) -> None:
         self.r: Any = client
         self.prefix = prefix
-        self.due_key = f"{prefix}:outbox:due"
+        self.due_key = Keys(prefix).outbox_due
         self._claim = client.register_script(lua("outbox_claim"))
         self._done = client.register_script(lua("outbox_done"))
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rerankd.config import QuotaOverride, Settings
+from rerankd.jobs.keys import PRIORITY_SEP as PRIORITY_SEP  # re-exported: lanes are described here
+from rerankd.jobs.keys import lane_key as lane_key
 
-PRIORITY_SEP = "\x06\x16"
-"""kombu's Redis transport: separator between a queue's name and its priority step."""
 INTERACTIVE = 0
 """Lane of sync reranks and jobs (Cohere ``priority`` 0, the default)."""
 LOW = 6
@@ -40,11 +40,6 @@ BATCH = 9
 LANES = (INTERACTIVE, LOW, BATCH)
 LANE_NAMES = {INTERACTIVE: "interactive", LOW: "low", BATCH: "batch"}
 MAX_COHERE_PRIORITY = 999
-
-
-def lane_key(queue: str, priority: int) -> str:
-    """The Redis list kombu reads for messages of ``priority`` on ``queue``."""
-    return f"{queue}{PRIORITY_SEP}{priority}" if priority else queue
 
 
 def cohere_lane(priority: int | None) -> int:

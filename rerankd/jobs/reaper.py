@@ -36,8 +36,8 @@ import json
 import logging
 from collections.abc import Callable
 
+from rerankd.jobs.keys import UNACKED, UNACKED_INDEX
 from rerankd.jobs.messages import task_message
-from rerankd.jobs.quotas import lane_key
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.store import JobStore
 
@@ -57,8 +57,8 @@ class LeaseReaper:
         recheck_s: float = 120.0,
         batch: int = 100,
         unclaimed_after_s: float = 30.0,
-        unacked_key: str = "unacked",
-        unacked_index_key: str = "unacked_index",
+        unacked_key: str = UNACKED,
+        unacked_index_key: str = UNACKED_INDEX,
     ) -> None:
         """``message_for(job_id, queue, priority)``: the broker message that runs the job (the
         worker's task message unless a test injects another).  ``recheck_s``:
@@ -72,8 +72,8 @@ class LeaseReaper:
         self.unclaimed_after_s = unclaimed_after_s
         self.unacked_key = unacked_key
         self.unacked_index_key = unacked_index_key
-        self.leases_key = f"{store.prefix}:leases"
-        self.queued_key = f"{store.prefix}:queued"
+        self.leases_key = store.keys.leases
+        self.queued_key = store.keys.queued
         self._reap = store.r.register_script(lua("reap"))
         self._reap_unclaimed = store.r.register_script(lua("reap_unclaimed"))
         self._reap_queued = store.r.register_script(lua("reap_queued"))
@@ -97,7 +97,7 @@ class LeaseReaper:
         requeued: list[str] = []
         for job_id, (queue, priority) in zip(ids, rows, strict=True):
             q, p = (queue.decode() if queue else ""), int(priority or 0)
-            lane = lane_key(self.store.queue_key(q), p)
+            lane = self.store.keys.lane(q, p)
             keys = [self.leases_key, self.store.job_key(job_id), self.store.log_key(job_id), lane]
             message = self.message_for(job_id, q, p) if q else ""
             out = await self._reap(keys=keys, args=[job_id, message, self.recheck_s])
@@ -127,7 +127,7 @@ class LeaseReaper:
             if status != b"queued" or not queue:
                 continue
             q, p = queue.decode(), int(priority or 0)
-            keys = [self.unacked_index_key, self.unacked_key, self.store.job_key(job_id), lane_key(q, p)]
+            keys = [self.unacked_index_key, self.unacked_key, self.store.job_key(job_id), self.store.keys.lane(q, p)]
             if await self._reap_unclaimed(keys=keys, args=[tag, self.message_for(job_id, q, p)]) == 1:
                 log.warning("job %s: its message was delivered but never claimed (worker lost); requeued", job_id)
                 requeued.append(job_id)
@@ -148,7 +148,7 @@ class LeaseReaper:
         requeued: list[str] = []
         for job_id, (queue, priority) in zip(ids, rows, strict=True):
             q, p = (queue.decode() if queue else ""), int(priority or 0)
-            lane = lane_key(self.store.queue_key(q), p) if q else f"{self.store.prefix}:-"
+            lane = self.store.keys.lane(q, p) if q else self.store.keys.no_lane
             keys = [self.queued_key, self.store.job_key(job_id), self.store.log_key(job_id), lane, self.unacked_key]
             message = self.message_for(job_id, q, p) if q else ""
             if await self._reap_queued(keys=keys, args=[job_id, message, self.unclaimed_after_s]) == b"requeued":

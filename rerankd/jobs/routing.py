@@ -64,7 +64,12 @@ STRATEGY_NEEDS: Mapping[str, Capability] = {
 }
 """The engine capability each strategy needs (each strategy's ``require`` call checks the same)."""
 
-CAPABILITIES: tuple[Capability, ...] = (Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION, Capability.SCORE)
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability.GENERATE,
+    Capability.LOGPROBS,
+    Capability.ATTENTION,
+    Capability.SCORE,
+)
 """Every capability with a queue, in the order a worker lists its queues."""
 
 ROLES: Mapping[str, frozenset[Capability]] = {

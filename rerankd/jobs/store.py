@@ -24,15 +24,17 @@ The scripts live in ``lua/*.lua`` (:mod:`rerankd.jobs.scripts`); metrics in
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from rerankd.jobs import events, listing
 from rerankd.jobs.batches import BatchStore
+from rerankd.jobs.keys import Keys
 from rerankd.jobs.metrics import COUNTERS, HISTOGRAMS, MetricsWriter
-from rerankd.jobs.quotas import Quota, lane_key
+from rerankd.jobs.outbox import Outbox
+from rerankd.jobs.quotas import LANES, Quota
 from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord, JobStatus, _s
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.workers import WorkerRegistry
@@ -45,16 +47,17 @@ class JobStore:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.r: Any = client  # redis-py's typing of replies is too loose to be useful
         self.prefix = prefix
-        self.events_channel = f"{prefix}:events"
-        self.cancel_channel = f"{prefix}:cancel"
+        self.keys = Keys(prefix)
+        self.events_channel = self.keys.events
+        self.cancel_channel = self.keys.cancel
         self._create = client.register_script(lua("create"))
         self._claim = client.register_script(lua("claim"))
         self._renew = client.register_script(lua("renew"))
         self._finish = client.register_script(lua("finish"))
         self._cancel = client.register_script(lua("cancel"))
         self._expire = client.register_script(lua("expire_queued"))
-        self.batches = BatchStore(client, prefix)
-        self.workers = WorkerRegistry(client, prefix)
+        self.batches = BatchStore(client, self.keys)
+        self.workers = WorkerRegistry(client, self.keys)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float = 5.0, max_connections: int = 64) -> JobStore:
@@ -70,17 +73,24 @@ class JobStore:
     async def aclose(self) -> None:
         await self.r.aclose()
 
+    async def ping(self) -> None:
+        """One round trip to Redis (raises ``redis.exceptions.RedisError`` when it is unreachable)."""
+        await self.r.ping()
+
+    def outbox(self) -> Outbox:
+        """The webhook outbox of this store's deployment."""
+        return Outbox(self.r, self.prefix)
+
     # ------------------------------------------------------------------ keys
 
     def job_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        return self.keys.job(job_id)
 
     def log_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:log"
+        return self.keys.log(job_id)
 
     def idem_key(self, owner: str, key: str) -> str:
-        digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
-        return f"{self.prefix}:idem:{digest}"
+        return self.keys.idem(owner, key)
 
     # ------------------------------------------------------------------ create / read
 
@@ -135,8 +145,8 @@ class JobStore:
         idempotency: tuple[str, str, str] | None,
         message: str | None = None,
     ) -> tuple[list[str], list[Any]]:
-        queue = lane_key(self.queue_key(fields["queue"]), int(fields.get("priority", 0)))
-        idem = self.idem_key(idempotency[0], idempotency[1]) if idempotency else f"{self.prefix}:idem:-"
+        queue = self.keys.lane(fields["queue"], int(fields.get("priority", 0)))
+        idem = self.keys.idem(idempotency[0], idempotency[1]) if idempotency else self.keys.no_idem
         keys = [self.job_key(job_id), self.log_key(job_id), queue, idem]
         flat: list[Any] = []
         for k, v in fields.items():
@@ -155,7 +165,7 @@ class JobStore:
 
     def queue_key(self, queue: str) -> str:
         """The Redis list of a broker queue (kombu's redis transport names it after the queue)."""
-        return queue
+        return self.keys.queue(queue)
 
     async def create(
         self,
@@ -214,6 +224,46 @@ class JobStore:
 
     async def queue_depth(self, queue: str) -> int:
         return int(await self.r.llen(self.queue_key(queue)))
+
+    async def lane_depths(self, queues: Sequence[str]) -> dict[str, dict[int, int]]:
+        """Messages waiting per queue and lane (:data:`~rerankd.jobs.quotas.LANES`), one pipeline."""
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            for lane in LANES:
+                pipe.llen(self.keys.lane(q, lane))
+        lengths = iter(await pipe.execute())
+        return {q: {lane: int(next(lengths)) for lane in LANES} for q in queues}
+
+    async def finished_per_minute(self, minutes: Sequence[int]) -> list[int]:
+        """Jobs that reached a final status in each minute (Unix time // 60; kept 20 minutes)."""
+        done = await self.r.mget([self.keys.throughput(m) for m in minutes]) if minutes else []
+        return [int(d or 0) for d in done]
+
+    # ------------------------------------------------------------------ listings
+
+    async def list_jobs(
+        self, owner: str, filters: listing.Filters, after: listing.Position | None, limit: int
+    ) -> tuple[list[JobRecord], listing.Position | None]:
+        """A page of ``owner``'s jobs, newest first, from ``after`` (:mod:`rerankd.jobs.listing`)."""
+        return await listing.list_jobs(self, owner, filters, after, limit)
+
+    async def list_batches(
+        self, owner: str, filters: listing.Filters, after: listing.Position | None, limit: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], listing.Position | None]:
+        """A page of ``owner``'s batches ``(id, info)``, newest first, from ``after``."""
+        return await listing.list_batches(self, owner, filters, after, limit)
+
+    # ------------------------------------------------------------------ events
+
+    async def finished_events(self) -> AsyncIterator[tuple[str, str]]:
+        """``(job_id, status)`` of every terminal transition from now on (:func:`events.messages`)."""
+        async for data in events.messages(self.r, self.events_channel):
+            job_id, _, status = data.partition(" ")
+            yield job_id, status
+
+    def cancel_requests(self) -> AsyncIterator[str]:
+        """Ids of running jobs whose cancel was requested from now on (:func:`events.messages`)."""
+        return events.messages(self.r, self.cancel_channel)
 
     # ------------------------------------------------------------------ transitions
 
@@ -303,7 +353,7 @@ class JobStore:
         await self.r.hset(self.job_key(job_id), name, value)
 
     def metrics(self) -> MetricsWriter:
-        return MetricsWriter(self.prefix)
+        return MetricsWriter(self.keys)
 
     async def flush_metrics(self, metrics: MetricsWriter) -> None:
         if not metrics.ops:
@@ -323,14 +373,14 @@ class JobStore:
     async def in_flight(self) -> dict[str, int]:
         """Jobs queued or running per owner (``owner|batch``: its batch jobs), as the quotas count
         them (``lua/counters.lua``): O(owners)."""
-        owners = sorted(o.decode() for o in await self.r.smembers(f"{self.prefix}:q:inflight-keys"))
+        owners = sorted(o.decode() for o in await self.r.smembers(self.keys.inflight_owners))
         if not owners:
             return {}
         sec, usec = await self.r.time()
         now = float(sec) + float(usec) / 1e6
         pipe = self.r.pipeline(transaction=False)
         for o in owners:
-            pipe.zcount(f"{self.prefix}:q:inflight:{o}", now, "+inf")
+            pipe.zcount(self.keys.inflight(o), now, "+inf")
         return {o: int(n) for o, n in zip(owners, await pipe.execute(), strict=True)}
 
     async def read_metric_hashes(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -338,7 +388,7 @@ class JobStore:
         ``c:jobs_submitted_total``, ``g:jobs_by_status``)."""
         pipe = self.r.pipeline(transaction=False)
         for n in names:
-            pipe.hgetall(f"{self.prefix}:m:{n}")
+            pipe.hgetall(self.keys.metric(n))
         return {
             n: {f.decode(): float(v) for f, v in row.items()}
             for n, row in zip(names, await pipe.execute(), strict=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from rerankd.jobs.keys import Keys
+
 
 def listed(info: Mapping[str, str], name: str) -> list[str]:
     """A comma-joined heartbeat field (``queues``, ``strategies``) as a list."""
@@ -16,16 +18,16 @@ def listed(info: Mapping[str, str], name: str) -> list[str]:
 class WorkerRegistry:
     """Live workers in Redis (``{prefix}:worker:{id}`` expiring hashes, ``{prefix}:workers``)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.r: Any = client
-        self.prefix = prefix
+        self.keys = keys
 
     @property
     def workers_key(self) -> str:
-        return f"{self.prefix}:workers"
+        return self.keys.workers
 
     def worker_key(self, worker_id: str) -> str:
-        return f"{self.prefix}:worker:{worker_id}"
+        return self.keys.worker(worker_id)
 
     async def heartbeat(self, worker_id: str, info: Mapping[str, str], ttl_s: float) -> None:
         pipe = self.r.pipeline(transaction=False)

@@ -1,5 +1,5 @@
-"""Cursor pages over an owner index (rerankd.api.listing.walk) on a real Redis: ties, filters,
-expired entries, bad cursors."""
+"""Pages over an owner index (rerankd.jobs.listing.walk) on a real Redis: ties, filters,
+expired entries; the API's cursors and bad parameters (rerankd.api.listing)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from rerankd.api import listing
 from rerankd.api.errors import ApiError
+from rerankd.jobs import listing as walker
 
 
 @pytest.fixture
@@ -43,11 +44,11 @@ async def _pages(r: Any, prefix: str, filters: listing.Filters, limit: int, kind
     def keep(_: str, reply: list[bytes | None]) -> bool:
         return kind is None or reply[0] == kind.encode()
 
-    out, cursor = [], None
+    out, after = [], None
     for _ in range(100):
-        ids, cursor = await listing.walk(r, f"{prefix}:ix", filters, cursor, limit, read, keep)
+        ids, after = await walker.walk(r, f"{prefix}:ix", filters, after, limit, read, keep)
         out += ids
-        if cursor is None:
+        if after is None:
             return out
     raise AssertionError("no end")
 

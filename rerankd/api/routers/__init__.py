@@ -1,13 +1,12 @@
 """One router per resource; :func:`rerankd.api.app.create_app` includes them all."""
 
-from rerankd.api.routers import batches, health, jobs, listing, metrics, models, queues, rerank, tei, ui
+from rerankd.api.routers import batches, health, jobs, metrics, models, queues, rerank, tei, ui
 
 ROUTERS = [
     rerank.router,
     tei.router,
     jobs.router,
     batches.router,
-    listing.router,
     models.router,
     health.router,
     metrics.router,

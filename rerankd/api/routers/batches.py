@@ -1,5 +1,5 @@
 """``/v1/batches``: a JSONL file of ``{custom_id, body}`` lines, one job per line (on the model's
-batch lane, created atomically; see :mod:`rerankd.api.batch_service`)."""
+batch lane, created atomically; see :mod:`rerankd.api.batch_service`); the caller's batches, newest first."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from rerankd.api import listing
 from rerankd.api.batch_service import MAX_RESULTS_LIMIT
 from rerankd.api.errors import ApiError
-from rerankd.api.openapi import BATCH_BODY, BatchOut, errors
-from rerankd.api.routers.deps import Owner, Service
+from rerankd.api.openapi import BATCH_BODY, errors
+from rerankd.api.routers.deps import Batches, Owner, Service
+from rerankd.api.schemas import BatchListOut, BatchOut
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 RESULTS_200 = {
@@ -44,32 +46,58 @@ async def read_batch_body(request: Request) -> bytes:
 )
 async def create_batch(
     request: Request,
-    svc: Service,
+    batches: Batches,
     owner: Owner,
     model: str | None = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     """A JSONL file of ``{custom_id, body}`` lines -> one job per line, all or none.  Same
     Idempotency-Key and file: the same batch (``Idempotent-Replayed: true``); another file: 409."""
-    out, replayed = await svc.batches.create(owner, await read_batch_body(request), model, idempotency_key)
+    out, replayed = await batches.create(owner, await read_batch_body(request), model, idempotency_key)
     headers = {"Location": f"/v1/batches/{out['id']}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(out, status_code=202, headers=headers)
 
 
-@router.get("/{batch_id}", response_model=None, responses={200: {"model": BatchOut}, **errors(401, 404, 503)})
-async def get_batch(batch_id: str, svc: Service, owner: Owner) -> dict[str, Any]:
+@router.get(
+    "",
+    response_model=BatchListOut,
+    response_model_exclude_unset=True,
+    responses=errors(401, 422, 503),
+    description="The caller's batches with their progress (`model`/`strategy`: batches with a line of it)."
+    + listing.PAGE_DOC,
+)
+async def list_batches(
+    svc: Service,
+    owner: Owner,
+    status: Annotated[str | None, Query(description="`in_progress` or `completed`.")] = None,
+    model: listing.Model = None,
+    strategy: listing.Strategy = None,
+    created_after: listing.After = None,
+    created_before: listing.Before = None,
+    cursor: listing.Cursor = None,
+    limit: listing.Limit = 20,
+) -> dict[str, Any]:
+    filters = listing.parse_filters(status, model, strategy, created_after, created_before, listing.BATCH_STATUSES)
+    return await listing.list_batches(svc.store, owner, filters, cursor, limit)
+
+
+@router.get("/{batch_id}", response_model=BatchOut, response_model_exclude_unset=True, responses=errors(401, 404, 503))
+async def get_batch(batch_id: str, batches: Batches, owner: Owner) -> dict[str, Any]:
     """A batch's status and counts by job status."""
-    return await svc.batches.status(batch_id, owner)
+    return await batches.status(batch_id, owner)
 
 
 @router.post(
-    "/{batch_id}/cancel", response_model=None, responses={200: {"model": BatchOut}, **errors(401, 404, 413, 503)}
+    "/{batch_id}/cancel",
+    response_model=BatchOut,
+    response_model_exclude_unset=True,
+    responses=errors(401, 404, 413, 503),
 )
-async def cancel_batch(batch_id: str, svc: Service, owner: Owner) -> dict[str, Any]:
+async def cancel_batch(batch_id: str, batches: Batches, owner: Owner) -> dict[str, Any]:
     """Cancel every job of a batch that has not finished."""
-    return await svc.batches.cancel(batch_id, owner)
+    return await batches.cancel(batch_id, owner)
 
 
 @router.get(
@@ -79,7 +107,7 @@ async def cancel_batch(batch_id: str, svc: Service, owner: Owner) -> dict[str, A
 )
 async def batch_results(
     batch_id: str,
-    svc: Service,
+    batches: Batches,
     owner: Owner,
     cursor: Annotated[int, Query(ge=0, le=10**9, description="Index of the first line (0-based).")] = 0,
     limit: Annotated[
@@ -89,7 +117,7 @@ async def batch_results(
     """Per-line results as JSONL, in input order: ``{custom_id, response}`` or ``{custom_id, error}``,
     streamed page by page.  When lines remain after this page: ``Link: <...?cursor=N&limit=L>;
     rel="next"`` and ``X-Next-Cursor: N``."""
-    stream, next_cursor = await svc.batches.results(batch_id, owner, cursor, limit)
+    stream, next_cursor = await batches.results(batch_id, owner, cursor, limit)
     headers = {}
     if next_cursor is not None:
         headers["Link"] = f'</v1/batches/{batch_id}/results?cursor={next_cursor}&limit={limit}>; rel="next"'

@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 
 from rerankd.api.auth import is_loopback
 from rerankd.api.errors import error_body
-from rerankd.api.openapi import HealthOut, errors
+from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Service
+from rerankd.api.schemas import HealthOut
 from rerankd.api.service import JobService
 from rerankd.jobs.redact import worker_ref
 from rerankd.jobs.routing import STRATEGY_NEEDS, model_queues
@@ -58,33 +59,31 @@ def _unavailable(svc: JobService, message: str, **extra: Any) -> JSONResponse:
 
 @router.get(
     "/readyz",
-    response_model=None,
-    responses={200: {"model": HealthOut}, 503: {"model": HealthOut, "description": "Redis is unreachable."}},
+    response_model=HealthOut,
+    response_model_exclude_unset=True,
+    responses={503: {"model": HealthOut, "description": "Redis is unreachable."}},
 )
-async def readyz(svc: Service) -> JSONResponse:
+async def readyz(svc: Service) -> dict[str, Any] | JSONResponse:
     """200 when this API process can reach Redis (one PING), else 503."""
     try:
-        await svc.store.r.ping()
+        await svc.store.ping()
     except redis.exceptions.RedisError:
         return _unavailable(svc, "job store unavailable: cannot reach Redis")
-    return JSONResponse({"status": "ok"})
+    return {"status": "ok"}
 
 
 @router.get(
     "/healthz",
-    response_model=None,
-    responses={
-        200: {"model": HealthOut},
-        503: {"model": HealthOut, "description": "Redis is unreachable or no worker is alive."},
-        **errors(401),
-    },
+    response_model=HealthOut,
+    response_model_exclude_unset=True,
+    responses={503: {"model": HealthOut, "description": "Redis is unreachable or no worker is alive."}, **errors(401)},
 )
-async def healthz(request: Request, svc: Service) -> JSONResponse:
+async def healthz(request: Request, svc: Service) -> dict[str, Any] | JSONResponse:
     """200 when Redis answers and at least one worker is alive; 503 otherwise."""
     detailed = _detailed(request, svc)
     s = svc.settings
     try:
-        await svc.store.r.ping()
+        await svc.store.ping()
         workers = await svc.store.workers.live()
         queues = [q for m in s.served_models() for q in model_queues(s.key_prefix, m)] if detailed else []
         depths = {q: await svc.store.queue_depth(q) for q in queues}
@@ -94,29 +93,27 @@ async def healthz(request: Request, svc: Service) -> JSONResponse:
     if not workers:
         return _unavailable(svc, "no live worker", **({"redis": "ok", "workers": []} if detailed else {}))
     if not detailed:
-        return JSONResponse({"status": "ok"})
+        return {"status": "ok"}
     hosted = {w.get("model") for w in workers}
     opaque = svc.auth.enabled  # a tenant's key: no host names or pids
 
     def wid(w: dict[str, str]) -> str:
         return (worker_ref(w["id"]) or "") if opaque else w["id"]
 
-    return JSONResponse(
-        {
-            "status": "ok",
-            "redis": "ok",
-            "workers": [
-                {
-                    "id": wid(w),
-                    "model": w.get("model"),
-                    "queues": listed(w, "queues"),
-                    "strategies": listed(w, "strategies"),
-                    "running": int(w.get("running", 0)),
-                }
-                for w in workers
-            ],
-            "queues": depths,
-            "models_without_workers": [m for m in s.served_models() if m not in hosted],
-            "unserved_strategies": _unserved(s.served_models(), workers),
-        }
-    )
+    return {
+        "status": "ok",
+        "redis": "ok",
+        "workers": [
+            {
+                "id": wid(w),
+                "model": w.get("model"),
+                "queues": listed(w, "queues"),
+                "strategies": listed(w, "strategies"),
+                "running": int(w.get("running", 0)),
+            }
+            for w in workers
+        ],
+        "queues": depths,
+        "models_without_workers": [m for m in s.served_models() if m not in hosted],
+        "unserved_strategies": _unserved(s.served_models(), workers),
+    }

@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from rerankd.api.openapi import ModelsOut, errors
+from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Owner, Service
+from rerankd.api.schemas import ModelsOut
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models", response_model=None, responses={200: {"model": ModelsOut}, **errors(401, 503)})
+@router.get("/v1/models", response_model=ModelsOut, response_model_exclude_unset=True, responses=errors(401, 503))
 async def list_models(svc: Service, owner: Owner) -> dict[str, Any]:
     """The names a request's ``model`` may take, with the model and strategy each runs."""
     s = svc.settings

@@ -15,61 +15,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Owner, Service
-from rerankd.jobs.quotas import LANE_NAMES, LANES, lane_key
+from rerankd.api.schemas import THROUGHPUT_MINUTES, QueuesOut
+from rerankd.jobs.quotas import LANE_NAMES
 from rerankd.jobs.redact import worker_ref
 from rerankd.jobs.routing import CAPABILITIES, model_queues, queue_name, strategies_of
 from rerankd.jobs.workers import listed
 
 router = APIRouter(tags=["queues"])
-THROUGHPUT_MINUTES = 10
-
-
-class CapabilityQueueOut(BaseModel):
-    queue: str
-    capability: str
-    strategies: list[str]
-    depth: dict[str, int]
-    workers: int = Field(description="Live workers reading this queue.")
-
-
-class QueueOut(BaseModel):
-    model: str
-    queue: str = Field(description="The model's generation queue (all its queues: `queues`).")
-    depth: dict[str, int] = Field(description="Messages waiting by lane, summed over the model's queues.")
-    queued: int
-    running: int
-    workers: int
-    queues: list[CapabilityQueueOut]
-
-
-class WorkerOut(BaseModel):
-    id: str
-    model: str
-    engine: str
-    strategies: list[str]
-    queues: list[str]
-    concurrency: int
-    running: int
-    done: int
-    heartbeat_age_s: float | None
-    up_s: float | None
-
-
-class MinuteOut(BaseModel):
-    minute: int = Field(description="Start of the minute (Unix time); the last one is the current, partial minute.")
-    finished: int = Field(description="Jobs that reached a final status in that minute.")
-
-
-class QueuesOut(BaseModel):
-    time: float
-    queues: list[QueueOut]
-    workers: list[WorkerOut]
-    finished: dict[str, dict[str, int]] = Field(description="Jobs finished so far, by model and status.")
-    throughput: list[MinuteOut] = Field(description=f"The last {THROUGHPUT_MINUTES} minutes, oldest first.")
 
 
 def _f(v: str | None) -> float | None:
@@ -79,21 +34,16 @@ def _f(v: str | None) -> float | None:
         return None
 
 
-@router.get("/v1/queues", response_model=None, responses={200: {"model": QueuesOut}, **errors(401, 503)})
+@router.get("/v1/queues", response_model=QueuesOut, response_model_exclude_unset=True, responses=errors(401, 503))
 async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
     """Queue depths, jobs in flight, live workers and finished counts (global, for operators)."""
     s, store = svc.settings, svc.store
     workers = await store.workers.live()
     models = list(dict.fromkeys([*s.served_models(), *(w.get("model", "") for w in workers)]))
-    pipe = store.r.pipeline(transaction=False)
-    for m in models:
-        for q in model_queues(s.key_prefix, m):
-            for lane in LANES:
-                pipe.llen(lane_key(store.queue_key(q), lane))
-    lengths = iter(await pipe.execute())
+    lengths = await store.lane_depths([q for m in models for q in model_queues(s.key_prefix, m)])
     minute = int(time.time() // 60)
     minutes = list(range(minute - THROUGHPUT_MINUTES + 1, minute + 1))
-    done = await store.r.mget([f"{store.prefix}:m:tp:{m}" for m in minutes])
+    done = await store.finished_per_minute(minutes)
     gauges = await store.read_metric_hashes(["g:jobs_by_status"])
     counters, _ = await store.read_metrics()
     by_status: dict[tuple[str, str], int] = {}
@@ -113,7 +63,7 @@ async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
         total = dict.fromkeys(LANE_NAMES.values(), 0)
         for cap in CAPABILITIES:
             q = queue_name(s.key_prefix, m, cap)
-            depth = {LANE_NAMES[lane]: int(next(lengths)) for lane in LANES}
+            depth = {LANE_NAMES[lane]: n for lane, n in lengths[q].items()}
             for name, n in depth.items():
                 total[name] += n
             per_queue.append(
@@ -153,5 +103,5 @@ async def queues(svc: Service, owner: Owner) -> dict[str, Any]:
                 "up_s": round(now - started, 1) if started else None,
             }
         )
-    throughput = [{"minute": m * 60, "finished": int(d or 0)} for m, d in zip(minutes, done, strict=True)]
+    throughput = [{"minute": m * 60, "finished": d} for m, d in zip(minutes, done, strict=True)]
     return {"time": now, "queues": out_queues, "workers": out_workers, "finished": finished, "throughput": throughput}
