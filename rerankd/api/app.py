@@ -3,8 +3,9 @@
 Endpoints: ``POST /v1/rerank`` and ``/v2/rerank`` (Cohere's shape, synchronous),
 ``/v1/jobs`` (asynchronous jobs), ``/v1/batches`` (JSONL files), ``GET /v1/models``,
 ``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.  What they do is in
-:class:`~rerankd.api.service.JobService`; errors have one shape (:mod:`rerankd.api.errors`),
-and Redis or broker trouble answers 503 with Retry-After, never 500.
+:class:`~rerankd.api.service.JobService` and :class:`~rerankd.api.batch_service.BatchService`,
+both on one :class:`~rerankd.api.admission.Admission` (every check) and one job store; errors
+have one shape (:mod:`rerankd.api.errors`), and Redis or broker trouble answers 503 with Retry-After, never 500.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rerankd.api import handlers, openapi
+from rerankd.api.admission import Admission
+from rerankd.api.batch_service import BatchService
 from rerankd.api.body import BodyGuardMiddleware
 from rerankd.api.routers import ROUTERS
 from rerankd.api.service import JobService
 from rerankd.config import Settings, get_settings
+from rerankd.jobs import JobStore
 
 __all__ = ["create_app"]
 
@@ -29,7 +33,10 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    svc = JobService(settings)
+    store = JobStore.from_url(settings.broker_url, settings.key_prefix, timeout_s=settings.redis_timeout_s)
+    admission = Admission(settings)
+    svc = JobService(settings, store, admission)
+    batches = BatchService(settings, store, admission)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="rerankd", version="0.1.0", lifespan=lifespan)
     app.state.service = svc
+    app.state.batches = batches
     app.add_middleware(BodyGuardMiddleware, settings=settings)
     app.add_middleware(handlers.ErrorShieldMiddleware)  # outermost: around the body guard too
     handlers.install(app, settings)

@@ -16,21 +16,18 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from rerankd.api import batch_views
+from rerankd.api.admission import Admission, Ask, NewJob, check_custom_id
+from rerankd.api.creation import JobCreator
 from rerankd.api.errors import ApiError, LimitError, validation_message
-from rerankd.api.fairness import quota_error, quota_for
-from rerankd.api.schemas import BatchBody, BatchLine, our_request
-from rerankd.api.sizes import check_custom_id
-from rerankd.jobs import new_id
-from rerankd.jobs.messages import task_message
+from rerankd.api.schemas import BatchBody, BatchLine
+from rerankd.config import Settings
+from rerankd.jobs import JobStore, new_id
 from rerankd.jobs.quotas import BATCH
-
-if TYPE_CHECKING:
-    from rerankd.api.service import JobService
 
 MAX_RESULTS_LIMIT = 100_000
 
@@ -38,20 +35,21 @@ MAX_RESULTS_LIMIT = 100_000
 class BatchService:
     """Create, read, cancel and page through the batches of an owner."""
 
-    def __init__(self, jobs: JobService) -> None:
-        self.jobs = jobs
-        self.settings = jobs.settings
-        self.store = jobs.store
+    def __init__(self, settings: Settings, store: JobStore, admission: Admission) -> None:
+        self.settings = settings
+        self.store = store
+        self.admission = admission
+        self.creator = JobCreator(settings, store)
 
-    def parse(self, owner: str, batch_id: str, raw: bytes, model: str | None) -> list[tuple[str, dict[str, str], str]]:
-        """The jobs ``(id, fields, message)`` of a JSONL batch file; 413/422 naming the line."""
+    def parse(self, owner: str, batch_id: str, raw: bytes, model: str | None) -> list[NewJob]:
+        """The new jobs of a JSONL batch file, each line admitted like a job; 413/422 naming the line."""
         lines = [(n, line) for n, line in enumerate(_decode_lines(raw), 1) if line.strip()]
         if not lines:
             raise ApiError(422, "the batch file has no lines", field="body")
         limit = self.settings.max_batch_lines
         if len(lines) > limit:
             raise LimitError.over(413, "batch", len(lines), "lines", limit, "RERANKD_MAX_BATCH_LINES")
-        jobs: list[tuple[str, dict[str, str], str]] = []
+        jobs: list[NewJob] = []
         seen: set[str] = set()
         for n, text in lines:
             where = f"line {n}: "
@@ -64,25 +62,9 @@ class BatchService:
             if line.custom_id in seen:
                 raise ApiError(422, f"{where}custom_id {line.custom_id!r} is duplicated", field=f"line {n}")
             seen.add(line.custom_id)
-            target = self.jobs.resolve(body.model or model)
-            req = our_request(body, target.strategy)
-            self.jobs.check_request(req, where=where)
-            job_id = new_id("job")
-            queue = target.queue(req)
-            fields = self.store.job_fields(
-                owner=owner,
-                model=target.model,
-                queue=queue,
-                request=req,
-                deadline_s=self.settings.job_deadline_s,
-                max_attempts=self.settings.max_attempts,
-                kind="batch",
-                batch_id=batch_id,
-                custom_id=line.custom_id,
-                priority=BATCH,
-            )
-            message = task_message(job_id, queue, priority=BATCH)
-            jobs.append((job_id, fields, message))
+            admitted = self.admission.check(Ask.of(body, model, priority=BATCH), where=where)
+            assert admitted is not None  # our shape has at least one candidate
+            jobs.append(self.admission.job(owner, admitted, "batch", batch_id=batch_id, custom_id=line.custom_id))
         return jobs
 
     async def create(
@@ -90,35 +72,34 @@ class BatchService:
     ) -> tuple[dict[str, Any], bool]:
         """``POST /v1/batches``: ``(batch status, replayed)``."""
         idem = None
-        if idempotency_key:
-            if len(idempotency_key) > 255:
-                raise ApiError(422, "Idempotency-Key: at most 255 characters", field="Idempotency-Key")
+        key = self.admission.idempotency_key(idempotency_key)
+        if key:
             digest = hashlib.sha256(raw + b"\0" + (model or "").encode()).hexdigest()
-            idem = (idempotency_key, digest)
+            idem = (key, digest)
         batch_id = new_id("batch")
         # parsing 10,000 lines takes seconds of CPU: off the event loop, so other requests go on
         jobs = await asyncio.to_thread(self.parse, owner, batch_id, raw, model)
         # batch documents are not rate-limited: batches have their in-flight quota and their lane
-        quota = quota_for(self.settings, owner, documents=0, jobs=len(jobs), batch=True)
+        quota = self.admission.quota(owner, documents=0, jobs=len(jobs), batch=True)
         created = await self.store.batches.submit(
             batch_id,
             owner,
-            jobs,
+            [(job.id, job.fields, job.message) for job in jobs],
             {
                 "created_at": f"{time.time():.6f}",
                 # for GET /v1/batches filters (rerankd.api.listing)
-                "models": ",".join(sorted({f["model"] for _, f, _ in jobs})),
-                "strategies": ",".join(sorted({f["strategy"] for _, f, _ in jobs})),
+                "models": ",".join(sorted({job.fields["model"] for job in jobs})),
+                "strategies": ",".join(sorted({job.fields["strategy"] for job in jobs})),
             },
             ttl_s=self.settings.job_ttl_s,
-            idem_key=self.store.idem_key(owner, f"batch:{idempotency_key}"),
+            idem_key=self.store.keys.batch_idem(owner, idempotency_key),
             idempotency=idem,
             max_depth=self.settings.max_queue_depth,
             max_batch_depth=self.settings.max_batch_queue_depth,
             quota=quota,
         )
         if created.outcome == "quota":
-            raise await quota_error(self.store, self.settings, quota, created)
+            raise await self.creator.quota_error(quota, created)
         if created.outcome == "conflict":
             raise ApiError(
                 409,
@@ -135,8 +116,8 @@ class BatchService:
                 if "\x06" in lane
                 else f"queue {lane} is full (RERANKD_MAX_QUEUE_DEPTH={self.settings.max_queue_depth})"
             )
-            await self.jobs.metric("jobs_rejected_total", {"reason": "queue_full", "model": "batch"})
-            raise self.jobs.unavailable(f"batch refused: {which}; retry later")
+            await self.creator.metric("jobs_rejected_total", {"reason": "queue_full", "model": "batch"})
+            raise self.creator.unavailable(f"batch refused: {which}; retry later")
         if created.outcome == "existing":
             info = await self.store.batches.info(created.job_id)
             if info is None:
@@ -144,7 +125,7 @@ class BatchService:
                     404, f"batch {created.job_id} of this Idempotency-Key has expired", code="idempotency_key_expired"
                 )
             return batch_views.batch_status(created.job_id, info), True
-        counts = Counter((fields["model"], fields["strategy"]) for _, fields, _ in jobs)
+        counts = Counter((job.fields["model"], job.fields["strategy"]) for job in jobs)
         m = self.store.metrics()
         for (mod, strategy), n in counts.items():
             m.inc("jobs_submitted_total", {"kind": "batch", "model": mod, "strategy": strategy}, n)

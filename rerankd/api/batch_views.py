@@ -23,7 +23,7 @@ def batch_status(batch_id: str, info: Mapping[str, str]) -> dict[str, Any]:
     return {
         "id": batch_id,
         "object": "batch",
-        "status": "completed" if done >= total else "in_progress",
+        "status": BatchStore.state(info),
         "created_at": float(info.get("created_at", 0)),
         "total": total,
         "finished": done,

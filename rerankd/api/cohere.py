@@ -13,19 +13,26 @@ the low lane, which workers serve only when no priority-0 work waits (and before
 Response: ``id`` (the job id), ``results`` best first, each ``{index, relevance_score}`` and
 ``document`` (``{"text": ...}`` or the object sent) when ``return_documents`` is true, and
 ``meta`` (``api_version``, ``billed_units.search_units`` = one per 100 documents,
-``tokens``, ``warnings``).  ``relevance_score`` has one meaning for every strategy and request:
-:func:`relevance_score`, ``1 - (rank - 1) / n`` for the document's final rank among the ``n``
-documents sent (1.0 for the best; it does not depend on ``top_n``).  It is a position, not a
-calibrated probability; the strategy's own score is ``RankedDoc.score`` in ``/v1/jobs`` results.
+``tokens``, ``warnings``).  ``relevance_score`` (:func:`rerankd.calibration.relevance_score`) is
+P(relevant) from the calibration the worker loaded for the model, strategy and settings
+(``docs/calibration.md``); without one it is the rank-derived map ``1 - (rank - 1) / n`` for the
+document's final rank among the ``n`` documents sent (1.0 for the best; independent of
+``top_n``): a position, not a probability.  rerankd extensions, which the official SDKs accept
+and ignore: ``meta.relevance`` says which (``{"kind": "calibrated", "calibration": id}`` or
+``{"kind": "rank"}``), and a request with ``raw_scores: true`` (as TEI's) gets each result's
+``raw_score``, the strategy's own score.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rerankd.api.errors import ApiError
+from rerankd.api.admission import Ask
+from rerankd.api.errors import ApiError, validation_message
+from rerankd.calibration import relevance_kind, relevance_score
+from rerankd.jobs.quotas import cohere_lane
 from rerankd.types import Candidate, Query, RerankRequest, RerankResult, StrategyConfig
 
 
@@ -45,6 +52,9 @@ class CohereRerankRequest(BaseModel):
     rank_fields: list[str] | None = None
     max_chunks_per_doc: int | None = None
     relevant_spans: Any = None
+    raw_scores: bool = Field(
+        default=False, description="rerankd extension: add each result's raw_score (the strategy's own score)."
+    )
     priority: int | None = Field(
         default=None,
         ge=0,
@@ -92,11 +102,31 @@ def to_request(body: CohereRerankRequest, texts: list[str], strategy: StrategyCo
     )
 
 
-def relevance_score(rank: int, n: int) -> float:
-    """Cohere's ``relevance_score`` of the document at final ``rank`` (1-based) among ``n`` sent:
-    ``1 - (rank - 1) / n``, in (0, 1], 1.0 for the best, the same map for every strategy and
-    independent of ``top_n`` and of the strategy's score scale."""
-    return 1.0 - (rank - 1) / n
+def ask(body: CohereRerankRequest) -> Ask:
+    """``body`` to admit (:mod:`rerankd.api.admission`): its texts, its object documents and its lane."""
+    texts = texts_of(body)
+
+    def build(strategy: StrategyConfig) -> RerankRequest:
+        try:
+            return to_request(body, texts, strategy)
+        except ValidationError as e:
+            raise ApiError(422, validation_message(e.errors())) from None
+
+    return Ask(
+        model=body.model,
+        query=body.query,
+        texts=texts,
+        build=build,
+        documents=body.documents,
+        priority=cohere_lane(body.priority),
+    )
+
+
+def relevance_meta(result: RerankResult | None) -> dict[str, str]:
+    """Which relevance the answer carries: ``{"kind": "calibrated", "calibration": id}`` or ``{"kind": "rank"}``."""
+    if result is not None and result.calibration is not None:
+        return {"kind": relevance_kind(result), "calibration": result.calibration}
+    return {"kind": relevance_kind(result)}
 
 
 def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None, api_version: str) -> dict[str, Any]:
@@ -110,7 +140,9 @@ def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None
         ranking = result.ranking[: body.top_n] if body.top_n else result.ranking
         for doc in ranking:
             idx = int(doc.docid)
-            item: dict[str, Any] = {"index": idx, "relevance_score": relevance_score(doc.rank, len(body.documents))}
+            item: dict[str, Any] = {"index": idx, "relevance_score": relevance_score(doc, len(body.documents))}
+            if body.raw_scores:
+                item["raw_score"] = doc.score
             if body.return_documents:
                 original = body.documents[idx]
                 item["document"] = {"text": original} if isinstance(original, str) else original
@@ -123,4 +155,5 @@ def response(job_id: str, body: CohereRerankRequest, result: RerankResult | None
         meta["billed_units"]["output_tokens"] = result.usage.completion_tokens
         if result.warnings:
             meta["warnings"] = result.warnings
+    meta["relevance"] = relevance_meta(result)
     return {"id": job_id, "results": results, "meta": meta}

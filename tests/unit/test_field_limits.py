@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from rerankd.api.admission import check_custom_id, check_documents, check_fields
 from rerankd.api.errors import LimitError
-from rerankd.api.sizes import check_custom_id, check_documents, check_fields
 from rerankd.config import Settings
 from rerankd.strategies.truncate import truncate_documents
 from rerankd.types import Candidate, ChatMessage, FeedbackRequest, Query, RerankRequest

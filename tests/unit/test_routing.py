@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from rerankd.api.service import Target
+from rerankd.api.admission import Target
 from rerankd.config import Settings
 from rerankd.engines.base import Capability, CapabilityError
 from rerankd.jobs.quotas import BATCH, INTERACTIVE, LOW, lane_key

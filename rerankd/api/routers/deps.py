@@ -1,4 +1,4 @@
-"""Dependencies the routers share: the :class:`JobService` and the caller's owner name."""
+"""Dependencies the routers share: the :class:`JobService`, the :class:`BatchService` and the caller's owner name."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from rerankd.api.batch_service import BatchService
 from rerankd.api.service import JobService
 
 
@@ -14,10 +15,16 @@ def get_service(request: Request) -> JobService:
     return svc
 
 
+def get_batches(request: Request) -> BatchService:
+    batches: BatchService = request.app.state.batches
+    return batches
+
+
 def get_owner(request: Request, svc: Annotated[JobService, Depends(get_service)]) -> str:
     """The owner of the API key (401 without a valid one)."""
     return svc.auth.owner(request)
 
 
 Service = Annotated[JobService, Depends(get_service)]
+Batches = Annotated[BatchService, Depends(get_batches)]
 Owner = Annotated[str, Depends(get_owner)]

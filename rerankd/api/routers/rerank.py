@@ -6,16 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from rerankd.api import cohere
-from rerankd.api.errors import ApiError, validation_message
-from rerankd.api.openapi import CohereRerankOut, errors
+from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Owner, Service
+from rerankd.api.schemas import CohereRerankOut
 from rerankd.api.service import JobService
-from rerankd.api.sizes import check_documents
-from rerankd.jobs import new_id
-from rerankd.jobs.quotas import cohere_lane
 
 router = APIRouter(tags=["rerank"])
 SYNC_ERRORS = errors(401, 404, 409, 413, 422, 429, 502, 503, 504)
@@ -30,18 +26,8 @@ async def rerank(
     svc: JobService, owner: str, body: cohere.CohereRerankRequest, prefer: str | None, version: str
 ) -> dict[str, Any]:
     """Run a Cohere rerank request as a job and answer in Cohere's shape."""
-    target = svc.resolve(body.model)
-    texts = cohere.texts_of(body)
-    svc.check_texts(body.query, texts)
-    check_documents(svc.settings, body.documents)
-    if not body.documents:
-        return cohere.response(new_id("job"), body, None, version)
-    try:
-        req = cohere.to_request(body, texts, target.strategy)
-    except ValidationError as e:
-        raise ApiError(422, validation_message(e.errors())) from None
-    record = await svc.run_sync(owner, target, req, svc.sync_timeout(prefer), priority=cohere_lane(body.priority))
-    return cohere.response(record.id, body, record.result, version)
+    ranked = await svc.rerank_sync(owner, cohere.ask(body), prefer)
+    return cohere.response(ranked.job_id, body, ranked.result, version)
 
 
 @router.post("/v1/rerank", response_model=None, responses={200: {"model": CohereRerankOut}, **SYNC_ERRORS})

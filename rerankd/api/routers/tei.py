@@ -5,28 +5,33 @@ Request: ``query``, ``texts``, ``raw_scores`` (default false), ``return_text`` (
 ``model`` (a name of this server; default: the default alias).  Answer: ``[{index, score,
 text?}]`` best first, every text ranked.
 
-``score`` is Cohere's ``relevance_score`` (``1 - (rank - 1) / n``, :func:`rerankd.api.cohere.relevance_score`,
-1.0 for the best); with ``raw_scores`` it is the strategy's own score of the document
-(``RankedDoc.score``), whose scale depends on the strategy.  ``truncate``: a query or text over
-RERANKD_MAX_QUERY_CHARS / RERANKD_MAX_DOCUMENT_CHARS is cut to it (from the end, or from the
-start with ``truncation_direction: Left``) instead of refused with 422, as TEI cuts inputs to
-the model's length.
+``score`` is Cohere's ``relevance_score`` (:func:`rerankd.calibration.relevance_score`): P(relevant)
+when the worker has a calibration for the model, strategy and settings, else the rank-derived map
+``1 - (rank - 1) / n`` (1.0 for the best); the ``X-Rerankd-Relevance`` header says which
+(``calibrated`` or ``rank``; the body keeps TEI's shape).  With ``raw_scores`` it is the
+strategy's own score of the document (``RankedDoc.score``), whose scale depends on the strategy.
+``truncate``: a query or text over RERANKD_MAX_QUERY_CHARS / RERANKD_MAX_DOCUMENT_CHARS is cut
+to it (from the end, or from the start with ``truncation_direction: Left``) instead of refused
+with 422, as TEI cuts inputs to the model's length.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rerankd.api.cohere import relevance_score
+from rerankd.api.admission import Ask
 from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Owner, Service
 from rerankd.api.routers.rerank import PreferHeader
+from rerankd.calibration import relevance_kind, relevance_score
+from rerankd.config import Settings
 from rerankd.types import Candidate, Query, RerankRequest
 
 router = APIRouter(tags=["tei"])
+RELEVANCE_HEADER = "X-Rerankd-Relevance"
 
 
 class TeiRerankRequest(BaseModel):
@@ -55,38 +60,45 @@ def _cut(text: str, limit: int, left: bool) -> str:
     return text[-limit:] if left else text[:limit]
 
 
+def tei_ask(body: TeiRerankRequest, settings: Settings) -> Ask:
+    """``body`` to admit (:mod:`rerankd.api.admission`), cut to the limits first when ``truncate``."""
+    query, texts = body.query, body.texts
+    if body.truncate:
+        left = body.truncation_direction.lower() == "left"
+        query = _cut(query, settings.max_query_chars, left)
+        texts = [_cut(t, settings.max_document_chars, left) for t in texts]
+    return Ask(
+        model=body.model,
+        query=query,
+        texts=texts,
+        build=lambda strategy: RerankRequest(
+            query=Query(text=query),
+            candidates=[Candidate(docid=str(i), text=t) for i, t in enumerate(texts)],
+            strategy=strategy,
+        ),
+        field="texts",
+    )
+
+
 @router.post(
     "/rerank",
     response_model=None,
     responses={200: {"model": list[TeiRank]}, **errors(401, 404, 409, 413, 422, 429, 502, 503, 504)},
 )
 async def tei_rerank(
-    body: TeiRerankRequest, svc: Service, owner: Owner, prefer: PreferHeader = None
+    body: TeiRerankRequest, svc: Service, owner: Owner, response: Response, prefer: PreferHeader = None
 ) -> list[dict[str, Any]]:
     """TEI-compatible rerank (synchronous): every text ranked, best first."""
-    s = svc.settings
-    target = svc.resolve(body.model)
-    query, texts = body.query, body.texts
-    if body.truncate:
-        left = body.truncation_direction.lower() == "left"
-        query = _cut(query, s.max_query_chars, left)
-        texts = [_cut(t, s.max_document_chars, left) for t in texts]
-    svc.check_texts(query, texts, field="texts")
-    if not texts:
+    ranked = await svc.rerank_sync(owner, tei_ask(body, svc.settings), prefer)
+    if ranked.result is None:  # no texts
         return []
-    req = RerankRequest(
-        query=Query(text=query),
-        candidates=[Candidate(docid=str(i), text=t) for i, t in enumerate(texts)],
-        strategy=target.strategy,
-    )
-    record = await svc.run_sync(owner, target, req, svc.sync_timeout(prefer))
-    ranking = record.result.ranking if record.result is not None else []  # run_sync: succeeded jobs only
+    response.headers[RELEVANCE_HEADER] = relevance_kind(ranked.result)
     out = []
-    for doc in ranking:
+    for doc in ranked.result.ranking:
         idx = int(doc.docid)
         item: dict[str, Any] = {
             "index": idx,
-            "score": doc.score if body.raw_scores else relevance_score(doc.rank, len(texts)),
+            "score": doc.score if body.raw_scores else relevance_score(doc, len(body.texts)),
         }
         if body.return_text:
             item["text"] = body.texts[idx]
