@@ -15,19 +15,28 @@ cursor (:mod:`rerankd.api.listing`).  Used through :meth:`JobStore.list_jobs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rerankd.jobs.batches import STATUSES, BatchStore
+from rerankd.jobs.keys import Keys
 from rerankd.jobs.record import JobRecord
-
-if TYPE_CHECKING:
-    from rerankd.jobs.store import JobStore
 
 __all__ = ["BATCH_STATUSES", "JOB_STATUSES", "MAX_SCAN", "Filters", "Position", "list_batches", "list_jobs", "walk"]
 
 MAX_SCAN = 2000
+
+
+class _Store(Protocol):
+    """What a listing reads of :class:`rerankd.jobs.store.JobStore` (which calls it)."""
+
+    r: Any
+    keys: Keys
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]: ...
+
+
 """Index entries looked at per page at most (a page may come back short with a next position)."""
 _CHUNK = 200
 JOB_STATUSES = STATUSES
@@ -104,7 +113,7 @@ _JOB_FIELDS = ("status", "model", "strategy")
 
 
 async def list_jobs(
-    store: JobStore, owner: str, filters: Filters, after: Position | None, limit: int
+    store: _Store, owner: str, filters: Filters, after: Position | None, limit: int
 ) -> tuple[list[JobRecord], Position | None]:
     """A page of the owner's job records (with their requests) and the next position."""
 
@@ -125,7 +134,7 @@ async def list_jobs(
 
 
 async def list_batches(
-    store: JobStore, owner: str, filters: Filters, after: Position | None, limit: int
+    store: _Store, owner: str, filters: Filters, after: Position | None, limit: int
 ) -> tuple[list[tuple[str, dict[str, str]]], Position | None]:
     """A page of the owner's batches as ``(batch_id, info)`` (:meth:`BatchStore.info`) and the next
     position; ``filters.status`` holds :data:`BATCH_STATUSES`, ``model``/``strategy`` keep the batches
