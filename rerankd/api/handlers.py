@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rerankd.api.errors import ApiError, default_code, error_body, validation_field, validation_message
 from rerankd.config import Settings
+from rerankd.jobs import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def install(app: FastAPI, settings: Settings) -> None:
         status = exc.status_code
         return JSONResponse(error_body(str(exc.detail), default_code(status)), status_code=status, headers=exc.headers)
 
-    @app.exception_handler(redis.exceptions.RedisError)
-    async def _redis_down(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+    @app.exception_handler(StoreUnavailable)
+    async def _redis_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("Redis error: %s: %s", type(exc).__name__, exc)
         return JSONResponse(
             error_body(f"job store unavailable: cannot reach Redis ({type(exc).__name__})", "unavailable"),

@@ -15,7 +15,7 @@ from rerankd.jobs.record import (
     body_hash,
     new_id,
 )
-from rerankd.jobs.store import JobStore
+from rerankd.jobs.store import JobStore, StoreUnavailable
 from rerankd.jobs.workers import WorkerRegistry
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "MetricsWriter",
+    "StoreUnavailable",
     "WorkerRegistry",
     "body_hash",
     "new_id",

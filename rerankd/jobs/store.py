@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from rerankd.jobs import events, listing
 from rerankd.jobs.batches import BatchStore
@@ -39,6 +40,9 @@ from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord,
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.workers import WorkerRegistry
 from rerankd.types import RerankRequest, RerankResult
+
+StoreUnavailable = redis.exceptions.RedisError
+"""Raised when the job store cannot be reached or answers with an error (the API's 503)."""
 
 
 class JobStore:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.exceptions
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -21,6 +20,7 @@ from rerankd.api.openapi import errors
 from rerankd.api.routers.deps import Service
 from rerankd.api.schemas import HealthOut
 from rerankd.api.service import JobService
+from rerankd.jobs import StoreUnavailable
 from rerankd.jobs.redact import worker_ref
 from rerankd.jobs.routing import STRATEGY_NEEDS, model_queues
 from rerankd.jobs.workers import listed
@@ -67,7 +67,7 @@ async def readyz(svc: Service) -> dict[str, Any] | JSONResponse:
     """200 when this API process can reach Redis (one PING), else 503."""
     try:
         await svc.store.ping()
-    except redis.exceptions.RedisError:
+    except StoreUnavailable:
         return _unavailable(svc, "job store unavailable: cannot reach Redis")
     return {"status": "ok"}
 
@@ -87,7 +87,7 @@ async def healthz(request: Request, svc: Service) -> dict[str, Any] | JSONRespon
         workers = await svc.store.workers.live()
         queues = [q for m in s.served_models() for q in model_queues(s.key_prefix, m)] if detailed else []
         depths = {q: await svc.store.queue_depth(q) for q in queues}
-    except redis.exceptions.RedisError as e:
+    except StoreUnavailable as e:
         extra = {"redis": f"unreachable: {type(e).__name__}", "workers": []} if detailed else {}
         return _unavailable(svc, "job store unavailable: cannot reach Redis", **extra)
     if not workers:
