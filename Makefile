@@ -34,11 +34,13 @@ models: setup
 	$(RERANKD) models pull $(MODEL)
 
 # A private stack (`rerankd up`), NovelEval as jobs through its queue, nDCG@10, one job's record;
-# the stack is stopped at the end and on Ctrl-C (rerankd/demo.py). Shorter: make demo DEMO_ARGS="--limit 5".
+# the stack is stopped at the end and on Ctrl-C (rerankd/cli/demo.py; the stack: rerankd/launchers/demo_stack.py).
+# Shorter: make demo DEMO_ARGS="--limit 5".
 demo: models
 	$(RERANKD) demo --strategy $(DEMO_STRATEGY) --model $(MODEL) $(DEMO_ARGS)
 
 test: models
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 # The inner loop: unit tests only (no real model, no server started by the test), no model pull.
@@ -52,6 +54,7 @@ screenshots: models
 lint: setup
 	$(VENV)/bin/ruff check rerankd tests bench
 	$(VENV)/bin/mypy rerankd
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(RERANKD) models pull qwen2.5-coder-0.5b-instruct
