@@ -11,6 +11,9 @@ capability     queue (a Redis list per lane, below)   strategies
 ``score``      ``{prefix}.{model}.score``             ``pointwise`` (a cross-encoder student)
 ============== ====================================== =============================================
 
+No model name may end with a capability's suffix (``m.attention``'s generation queue would be
+``m``'s ICR queue): :func:`check_model_name` refuses it, naming the model, wherever a queue is named.
+
 A ``cascade`` job goes to the queue of its LLM strategy (``llm``): the worker that hosts the
 LLM runs it and loads the cascade's student beside its engine.
 
@@ -44,6 +47,7 @@ __all__ = [
     "CAPABILITIES",
     "ROLES",
     "STRATEGY_NEEDS",
+    "check_model_name",
     "model_queues",
     "queue_name",
     "role_capabilities",
@@ -82,8 +86,26 @@ ROLES: Mapping[str, frozenset[Capability]] = {
 full ranking and FIRST."""
 
 
+def check_model_name(model: str) -> str:
+    """``model``, or ``ValueError`` when its name ends like a capability queue (``.logprobs``,
+    ``.attention``, ``.score``): its generation queue would be another model's queue (model
+    ``m.attention``'s is ``m``'s ICR queue), and a worker runs every job of the queues it reads.
+    Other dots are fine (``qwen2.5-coder-0.5b-instruct``): no two queues of allowed names collide."""
+    for cap in CAPABILITIES:
+        suffix = f".{cap.value}"
+        if cap is not Capability.GENERATE and model.endswith(suffix):
+            raise ValueError(
+                f"model name {model!r} ends with {suffix!r}, the name of model {model[: -len(suffix)]!r}'s "
+                f"{cap.value} queue; rename or alias the model (no model name may end with "
+                f"{', '.join(repr('.' + c.value) for c in CAPABILITIES if c is not Capability.GENERATE)})"
+            )
+    return model
+
+
 def queue_name(prefix: str, model: str, capability: Capability | str = Capability.GENERATE) -> str:
-    """The broker queue of ``model``'s jobs that need ``capability`` (see the module docstring)."""
+    """The broker queue of ``model``'s jobs that need ``capability`` (see the module docstring);
+    ``ValueError`` for a model name :func:`check_model_name` refuses."""
+    check_model_name(model)
     cap = Capability(capability)
     return f"{prefix}.{model}" if cap is Capability.GENERATE else f"{prefix}.{model}.{cap.value}"
 

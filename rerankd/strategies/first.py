@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 
 from rerankd.engines.base import Capability, Engine, require
-from rerankd.prompts import FittedPrompt, Passage, PromptTemplate, fit_prompt, get_template
+from rerankd.prompts import FittedPrompt, Passage, PromptTemplate, fit_prompt, get_template, identifier
 from rerankd.strategies.common import build_result, run_sync, window_spans
 from rerankd.strategies.first_tokens import (
     OPENING,
@@ -58,10 +58,21 @@ def fit_first_prompt(
 
 
 def softmax(xs: Sequence[float]) -> list[float]:
+    """Softmax of log-probabilities; all ``-inf`` (every identifier impossible) gives uniform."""
     m = max(xs)
+    if m == -math.inf:
+        return [1.0 / len(xs)] * len(xs)
     es = [math.exp(x - m) for x in xs]
     s = sum(es)
     return [e / s for e in es]
+
+
+def finite_logprobs(logprobs: Sequence[float]) -> tuple[list[float], list[int]]:
+    """``logprobs`` with NaN and ``+inf`` (no log-probability: a broken forward pass or server
+    answer) replaced by ``-inf``, so that they rank last and every score stays a number; and the
+    positions replaced.  ``-inf`` itself is a log-probability (probability 0) and is kept."""
+    bad = [i for i, x in enumerate(logprobs) if math.isnan(x) or x == math.inf]
+    return [-math.inf if i in bad else float(x) for i, x in enumerate(logprobs)], bad
 
 
 async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
@@ -94,7 +105,12 @@ async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
                 warnings.append(tokens.note)
         prompts, token_ids = tokens.request(prompt, len(window))
         rows = await engine.next_token_logprobs(prompts, token_ids)
-        logprobs = tokens.combine(rows, len(window))
+        logprobs, bad = finite_logprobs(tokens.combine(rows, len(window)))
+        if bad:
+            warnings.append(
+                f"window {start + 1}-{end}: {engine.model} returned no log-probability (NaN or +inf) for "
+                f"identifiers {', '.join(identifier(i, 'alpha') for i in bad)}; ranked last in the window"
+            )
         for p in prompts:
             usage.add(start_tokens if p == prompt else bracket_tokens, 0, 1)
         local = sorted(range(len(window)), key=lambda i: (-logprobs[i], i))

@@ -7,7 +7,7 @@ loaded once per worker process when the worker starts: in the main process for t
 
 The worker reads the queues of the capabilities it serves (:mod:`rerankd.jobs.routing`): those
 of its engine, known once it is loaded, or of ``RERANKD_WORKER_ROLE``.  A ``prefork`` parent has
-no engine: it reads the queues of its role (``auto``: every queue of the model).
+no engine: it reads the queues of its role, which it needs (``auto`` is a start-up error there).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutdown
 
 from rerankd.calibration import CalibrationError
 from rerankd.config import get_settings
-from rerankd.jobs.routing import CAPABILITIES, role_capabilities, worker_queues
+from rerankd.jobs.routing import CAPABILITIES, ROLES, role_capabilities, worker_queues
 from rerankd.worker import TASK_NAME
 from rerankd.worker.celery_app import make_celery
 from rerankd.worker.host import get_host, start_host, stop_host
@@ -94,7 +94,13 @@ def _consume(sender: Any, queues: list[str]) -> None:
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if _pool_forks(sender):
         log.warning("prefork pool: one engine per child process; use --pool threads to share one engine")
-        caps = role_capabilities(settings.worker_role) or frozenset(CAPABILITIES)
+        caps = role_capabilities(settings.worker_role)
+        if caps is None:  # reading every queue would take jobs the engine answers with CapabilityError
+            raise SystemExit(
+                "rerankd worker: --pool prefork reads its queues before any engine loads, so "
+                "RERANKD_WORKER_ROLE=auto (the engine's capabilities) cannot choose them: set "
+                f"RERANKD_WORKER_ROLE to one of {', '.join(ROLES)}, or use --pool threads (the default)"
+            )
         _consume(sender, worker_queues(settings.key_prefix, settings.model, [c for c in CAPABILITIES if c in caps]))
         return
     _consume(sender, _start())

@@ -229,3 +229,32 @@ def test_gpu_workers_serve_all_four_strategies() -> None:
     assert image is not None and image.group(1) in SUPPORTED_VLLM_VERSIONS
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
     assert f"vllm=={image.group(1)}" in extra  # the image's vLLM is the one the extra pins
+
+
+@pytest.mark.parametrize("total_gib", [24.0, 79.2, 139.8])  # L4 / A10, H100 80GB, H200
+def test_every_gpu_workers_shares_pass_vllms_start_up_rule(total_gib: float) -> None:
+    """Each GPU worker of both forms, with its engine options, starts every engine it may run
+    (all early-exit depths) on an idle GPU by vLLM's rule, as the worker checks at start-up."""
+    from rerankd.engines.vllm.memory import GIB, GPUMemory, check_shares, plan_shares
+
+    idle = GPUMemory(free_bytes=int((total_gib - 0.6) * GIB), total_bytes=int(total_gib * GIB))
+    envs = _gpu_worker_envs()
+    assert {e.get("RERANKD_WORKER_ROLE", "auto") for e in envs} >= {"auto", "scoring", "generating"}
+    for env in envs:
+        options = json.loads(env["RERANKD_ENGINE_OPTIONS"])
+        keys = ("gpu_memory_budget", "gpu_memory_utilization", "attention_gpu_memory_utilization")
+        plan = plan_shares(
+            attention=options.get("attention", "lazy"),
+            attention_max_models=options.get("attention_max_models", 2),
+            **{k: options[k] for k in keys if k in options},
+        )
+        assert len(check_shares(plan, idle)) == len(plan.engines()) >= 1
+    # each compose GPU worker plans for a GPU of its own: no two share a device
+    devices = [
+        d
+        for n, svc in _compose()["services"].items()
+        if n.startswith("worker")
+        for r in svc["deploy"]["resources"]["reservations"]["devices"]
+        for d in r["device_ids"]
+    ]
+    assert len(devices) == len(set(devices)) >= 4

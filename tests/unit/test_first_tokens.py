@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import string
 from collections.abc import Sequence
 
@@ -307,3 +308,67 @@ def test_identifier_rule_is_validated() -> None:
     assert FirstConfig().identifiers == "as_written"
     with pytest.raises(ValidationError, match="identifiers"):
         FirstConfig(identifiers="after_letter")  # type: ignore[arg-type]
+
+
+class ConstantEngine(TableEngine):
+    """The same log-probs for the identifiers of every window, in order (after ``[``)."""
+
+    def __init__(self, tokenizer: HFTokenizer, values: Sequence[float]) -> None:
+        super().__init__(tokenizer, {}, {})
+        self.values = list(values)
+
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
+        self.calls.append((list(prompts), list(token_ids)))
+        return [self.values[: len(token_ids)] for _ in prompts]
+
+
+def test_non_finite_logprobs_rank_last_with_finite_scores(tiny_model_dir: object) -> None:
+    """An engine answering NaN (a broken forward pass) or -inf (probability 0) for some identifiers:
+    the output is still a permutation, the finite ones keep their order, the others come last,
+    every score is a number, and NaN is reported."""
+    from transformers import AutoTokenizer
+
+    tok = HFTokenizer(AutoTokenizer.from_pretrained(str(tiny_model_dir)))  # split letters: one row
+    values = [-1.0, math.nan, -3.0, -math.inf, -0.5, math.inf]
+    res = asyncio.run(rerank(first_request(6), ConstantEngine(tok, values)))
+    assert res.docids[:3] == ["d4", "d0", "d2"]
+    assert sorted(res.docids[3:]) == ["d1", "d3", "d5"]
+    scores = [d.score for d in res.ranking]
+    assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)
+    assert scores[3:] == [0.0, 0.0, 0.0]
+    [warning] = [w for w in res.warnings if "NaN or +inf" in w]
+    assert "identifiers B, F" in warning
+
+    every = asyncio.run(rerank(first_request(4), ConstantEngine(tok, [-math.inf] * 4)))
+    assert every.docids == ["d0", "d1", "d2", "d3"]  # no information: first-stage order
+    assert [d.score for d in every.ranking] == [0.25] * 4
+
+
+class RandomEngine(TableEngine):
+    """Seeded random log-probs; checks each call asks for distinct token ids."""
+
+    def __init__(self, tokenizer: HFTokenizer, seed: int) -> None:
+        super().__init__(tokenizer, {}, {})
+        self.rng = random.Random(seed)
+
+    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
+        assert len(set(token_ids)) == len(token_ids)
+        return [[-5.0 * self.rng.random() for _ in token_ids] for _ in prompts]
+
+
+@pytest.mark.parametrize("rule", ["as_written", "after_bracket"])
+def test_every_window_shape_gives_a_permutation_with_monotone_scores(
+    qwen_tokenizer: HFTokenizer, rule: IdentifierRule
+) -> None:
+    """Windows smaller than 20, with and without the split O (15th) and Q (17th), n below, at and
+    above the window, n = 1 and 2, several strides: a permutation, scores finite and monotone."""
+    for window in (2, 5, 15, 17, 20):
+        for stride in sorted({1, max(1, window // 2), window}):
+            for n in sorted({1, 2, window - 1, window, window + 1, 2 * window + 3}):
+                cands = [Candidate(docid=f"d{i}", text=f"passage {i}") for i in range(n)]
+                strategy = FirstConfig(window_size=window, stride=stride, identifiers=rule)
+                req = RerankRequest(query=Query(text="q"), candidates=cands, strategy=strategy)
+                res = asyncio.run(rerank(req, RandomEngine(qwen_tokenizer, window * 1000 + n)))
+                assert sorted(res.docids) == sorted(c.docid for c in cands), (window, stride, n)
+                scores = [d.score for d in res.ranking]
+                assert all(math.isfinite(s) for s in scores) and scores == sorted(scores, reverse=True)

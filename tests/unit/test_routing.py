@@ -175,3 +175,45 @@ def test_strict_lane_order_holds_across_a_workers_queues(redis_url: str) -> None
         if keys:
             r.delete(*keys)
         r.close()
+
+
+@pytest.mark.parametrize("model", ["m.attention", "m.logprobs", "org/m.score"])
+def test_a_model_named_like_another_models_queue_is_refused(model: str) -> None:
+    """Model ``m.attention``'s generation queue would be ``m``'s ICR queue: a worker hosting it
+    would take m's ICR jobs and run them on another model.  The name is refused, named."""
+    import re
+
+    for name in (
+        lambda: queue_name("rerankd", model),
+        lambda: worker_queues("rerankd", model, [GEN, LOGP]),
+        lambda: model_queues("rerankd", model),
+        lambda: strategy_queue("rerankd", model, "first"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(repr(model))):
+            name()
+
+
+def test_queues_of_allowed_names_never_collide() -> None:
+    """Dots are fine (qwen2.5-...); names ending with a capability's name but not its suffix too."""
+    names = ["m", "m.generate", "qwen2.5-coder-0.5b-instruct", "org/m.attention2", "mattention", "m.x", "m.x.y"]
+    queues = [q for m in names for q in model_queues("rerankd", m)]
+    assert len(set(queues)) == len(queues)
+    assert queue_name("rerankd", "qwen2.5-coder-0.5b-instruct", LOGP) == "rerankd.qwen2.5-coder-0.5b-instruct.logprobs"
+
+
+def test_a_prefork_parent_needs_a_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefork parent reads its queues before any engine loads: with ``auto`` it used to read
+    every queue of the model (``.score`` too), taking jobs its children answer with CapabilityError."""
+    from rerankd.worker import app as worker_app
+    from rerankd.worker.celery_app import make_celery
+
+    class Sender:
+        pool_cls = "prefork"
+        app = make_celery(Settings(key_prefix="p", model="m"))
+
+    monkeypatch.setattr(worker_app, "settings", Settings(key_prefix="p", model="m", worker_role="auto"))
+    with pytest.raises(SystemExit, match=r"RERANKD_WORKER_ROLE=auto .*all, scoring, generating"):
+        worker_app._on_worker_init(sender=Sender)
+    monkeypatch.setattr(worker_app, "settings", Settings(key_prefix="p", model="m", worker_role="scoring"))
+    worker_app._on_worker_init(sender=Sender)
+    assert sorted(Sender.app.amqp.queues.consume_from) == ["p.m.attention", "p.m.logprobs"]

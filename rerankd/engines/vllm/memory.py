@@ -136,7 +136,7 @@ def plan_shares(
     :data:`GENERATION_PARTS` parts for generation and one per attention engine.
     """
     budget = _check_share("gpu_memory_budget", gpu_memory_budget)
-    if attention_max_models < 1:
+    if attention != "off" and attention_max_models < 1:
         raise GPUMemoryError(f"attention_max_models must be at least 1, got {attention_max_models}")
     gen = None if gpu_memory_utilization is None else _check_share("gpu_memory_utilization", gpu_memory_utilization)
     att = (
@@ -144,7 +144,21 @@ def plan_shares(
         if attention_gpu_memory_utilization is None
         else _check_share("attention_gpu_memory_utilization", attention_gpu_memory_utilization)
     )
-    n = attention_max_models
+    plan = _split(attention, attention_max_models, budget, gen, att)
+    for engine in plan.engines():
+        if engine.share <= 0.0:  # vLLM refuses gpu_memory_utilization=0 (its config: gt=0)
+            given = [("gpu_memory_utilization", gen), ("attention_gpu_memory_utilization", att)]
+            explicit = "".join(f", {k}={v:g}" for k, v in given if v is not None)
+            raise GPUMemoryError(
+                f"the {engine.role} would get {engine.setting} (under 0.001 of the GPU) from "
+                f"gpu_memory_budget={budget:g}{explicit}: raise gpu_memory_budget, lower "
+                "attention_max_models or the explicit share, or set every share yourself"
+            )
+    return plan
+
+
+def _split(attention: AttentionMode, n: int, budget: float, gen: float | None, att: float | None) -> SharePlan:
+    """:func:`plan_shares` once its settings are checked."""
     if attention == "off":
         return SharePlan(
             generation=gen if gen is not None else budget, attention=None, attention_engines=0, budget=budget
