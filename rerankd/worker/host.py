@@ -5,8 +5,9 @@ the loop with ``asyncio.run_coroutine_threadsafe`` and blocks until it is done; 
 jobs a worker runs at once are N coroutines on one loop against one engine, and the engine
 batches their calls.  The loop also runs a lease/heartbeat task (renews the leases of
 running jobs, stops jobs whose cancel flag is set or whose lease was lost, writes the
-worker's heartbeat for ``/healthz``), a listener of the cancel channel and the reaper
-(:mod:`rerankd.jobs.reaper`: requeues the jobs of lost workers once their lease expires).
+worker's heartbeat for ``/healthz``), a listener of the cancel channel (both in
+:mod:`rerankd.worker.watch`) and the reaper (:mod:`rerankd.jobs.reaper`: requeues the jobs of
+lost workers once their lease expires).
 Every Redis call of the host survives a Redis outage: background rounds log and retry, and a
 finished job's outcome is written once Redis is back (fenced by its attempt).
 
@@ -26,7 +27,6 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
@@ -44,6 +44,7 @@ from rerankd.jobs.redact import redact
 from rerankd.jobs.routing import strategies_of, worker_capabilities, worker_queues
 from rerankd.strategies import rerank
 from rerankd.types import RerankInputError, RerankResult
+from rerankd.worker.watch import JobWatch, Running
 
 __all__ = ["EngineHost", "build_engine", "get_host", "start_host", "stop_host"]
 
@@ -76,13 +77,6 @@ def build_engine(settings: Settings) -> Engine:
     return load_engine(settings.engine, settings.model, **options)
 
 
-@dataclass
-class _Running:
-    attempt: int
-    task: asyncio.Task[RerankResult] | None = None
-    reason: str | None = None  # "cancelled" | "lost"
-
-
 class EngineHost:
     """Owns the engine, its event loop thread and the worker's Redis connections."""
 
@@ -93,7 +87,8 @@ class EngineHost:
         self.loop = self._thread.loop
         self.engine: Engine | None = None
         self._store: JobStore | None = None
-        self._running: dict[str, _Running] = {}
+        self.watch = JobWatch(self.worker_id)
+        """The running jobs; renews their leases, hears their cancel requests."""
         self._background: set[asyncio.Task[Any]] = set()
         self._started_at = time.time()
         self.jobs_done = 0
@@ -137,8 +132,9 @@ class EngineHost:
             ", ".join(self.queues),
         )
         self._store = JobStore.from_url(s.broker_url, s.key_prefix, timeout_s=s.redis_timeout_s)
-        self._spawn(self._lease_loop(), "lease-loop")
-        self._spawn(self._cancel_listener(), "cancel-listener")
+        info = self._worker_info()
+        self._spawn(self.watch.lease_loop(self.store, s.lease_s, info, lambda: self.jobs_done), "lease-loop")
+        self._spawn(self.watch.cancel_listener(self.store), "cancel-listener")
         self._spawn(self._reaper().run(s.reaper_interval_s), "reaper")
         # Webhooks: every worker process runs a dispatcher of the durable outbox (rerankd.webhooks).
         from rerankd.webhooks.dispatcher import Dispatcher
@@ -220,8 +216,8 @@ class EngineHost:
     async def _execute(self, job_id: str, claim: ClaimResult) -> None:
         s = self.settings
         assert claim.request is not None and self.engine is not None
-        entry = _Running(attempt=claim.attempt)
-        self._running[job_id] = entry
+        entry = Running(attempt=claim.attempt)
+        self.watch.running[job_id] = entry
         t_run = time.perf_counter()
         calibration = self.calibrations.find(claim.request.strategy)
         inner = asyncio.ensure_future(rerank(claim.request, self.engine, calibration=calibration))
@@ -258,7 +254,7 @@ class EngineHost:
             inner.cancel()
             raise
         finally:
-            self._running.pop(job_id, None)
+            self.watch.running.pop(job_id, None)
         m = self.store.metrics()
         self._record_metrics(m, claim, status, result, time.perf_counter() - t_run)
         times = await self._retrying(
@@ -322,18 +318,10 @@ class EngineHost:
             m.inc("completion_tokens_total", labels, result.usage.completion_tokens)
             m.inc("parse_repairs_total", labels, len(result.warnings))
 
-    # ------------------------------------------------------------------ background tasks
-
-    def _stop_local(self, job_id: str, reason: str) -> None:
-        entry = self._running.get(job_id)
-        if entry is not None and entry.task is not None and not entry.task.done():
-            entry.reason = reason
-            entry.task.cancel()
-
-    async def _lease_loop(self) -> None:
+    def _worker_info(self) -> dict[str, str]:
+        """The worker's heartbeat fields that do not change while it runs."""
         s = self.settings
-        interval = min(s.lease_s / 3.0, 2.0)
-        info = {
+        return {
             "model": s.model,
             "engine": s.engine,
             "queues": ",".join(self.queues),
@@ -343,49 +331,6 @@ class EngineHost:
             "pid": str(os.getpid()),
             "started_at": f"{self._started_at:.3f}",
         }
-        while True:
-            try:
-                jobs = [(j, e.attempt) for j, e in self._running.items()]
-                states = await self.store.renew(jobs, self.worker_id, s.lease_s)
-                for (job_id, _), state in zip(jobs, states, strict=True):
-                    if state == -1:
-                        self._stop_local(job_id, "lost")
-                    elif state == 1:
-                        self._stop_local(job_id, "cancelled")
-                await self.store.workers.heartbeat(
-                    self.worker_id,
-                    {
-                        **info,
-                        "running": str(len(self._running)),
-                        "done": str(self.jobs_done),
-                        "seen": f"{time.time():.3f}",
-                    },
-                    ttl_s=interval * 3 + 1,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("worker %s: lease/heartbeat round failed: %s", self.worker_id, e)
-            await asyncio.sleep(interval)
-
-    async def _cancel_listener(self) -> None:
-        while True:
-            try:
-                pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
-                async with pubsub:
-                    await pubsub.subscribe(self.store.cancel_channel)
-                    while True:
-                        msg = await pubsub.get_message(timeout=1.0)
-                        if msg and msg.get("type") == "message":
-                            job_id = msg["data"].decode()
-                            if job_id in self._running:
-                                log.info("job %s: cancel requested", job_id)
-                                self._stop_local(job_id, "cancelled")
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("worker %s: cancel listener: %s; reconnecting", self.worker_id, e)
-                await asyncio.sleep(1.0)
 
 
 _HOST: EngineHost | None = None

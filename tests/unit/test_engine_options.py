@@ -38,7 +38,7 @@ def queries(tmp_path: Path) -> Path:
         (["-e", "oops"], "-e expects key=value, got 'oops'"),
         (["--engine", "vllm", "--device", "cpu"], "unknown engine option 'device' for engine 'vllm'"),
         (["--engine", "openai", "-e", "top_logprobs=five"], "engine option top_logprobs='five' is not valid"),
-        (["--device", "cpu", "-e", "device=cuda"], "--device cpu contradicts -e device=cuda"),
+        (["--device", "cpu", "-e", "device=cuda"], "--device=cpu contradicts -e device=cuda"),
         (["--queue", "--dtype", "float32"], "--device, --dtype and -e do not apply with --queue"),
     ],
 )
@@ -80,7 +80,7 @@ def test_worker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "dtype": "float32",
     }
     monkeypatch.setenv("RERANKD_ENGINE_OPTIONS", '{"dtype": "bfloat16"}')
-    with pytest.raises(ValueError, match="RERANKD_DTYPE='float32' contradicts RERANKD_ENGINE_OPTIONS dtype"):
+    with pytest.raises(ValueError, match="RERANKD_DTYPE=float32 contradicts RERANKD_ENGINE_OPTIONS dtype=bfloat16"):
         Settings().engine_options_with_device()
     monkeypatch.setenv("RERANKD_DEVICE", "tpu")
     with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):

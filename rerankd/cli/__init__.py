@@ -1,0 +1,15 @@
+"""The ``rerankd`` command line: one module per command group, assembled in :mod:`.app`.
+
+* :mod:`.reranking`: ``rerank`` (local engine or ``--queue``) and ``submit``.
+* :mod:`.data`: ``eval`` and ``export``.
+* :mod:`.service`: ``up``.
+* :mod:`.models`: ``models list`` and ``models pull``.
+* :mod:`.demo`: ``demo`` (its stack: :mod:`rerankd.launchers.demo_stack`).
+* :mod:`.doctor`: ``doctor`` (the checks: :mod:`rerankd.doctor`).
+* ``calibrate`` (:mod:`rerankd.calibration.command`) and ``distill`` (:mod:`rerankd.distill.command`).
+"""
+
+from rerankd.cli.app import app, main
+from rerankd.cli.reranking import rerank
+
+__all__ = ["app", "main", "rerank"]

@@ -1,0 +1,5 @@
+"""``python -m rerankd.cli``."""
+
+from rerankd.cli.app import main
+
+main()
