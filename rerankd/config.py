@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -295,6 +295,14 @@ class Settings(BaseSettings):
 
         role_capabilities(v)  # ValueError naming the setting and the roles
         return v
+
+    @model_validator(mode="after")
+    def _check_model_names(self) -> Settings:
+        from rerankd.jobs.routing import check_model_name
+
+        for name in self.served_models():  # a name that is another model's queue: refused here
+            check_model_name(name)
+        return self
 
     @field_validator("engine_options", mode="before")
     @classmethod

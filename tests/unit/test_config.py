@@ -143,3 +143,15 @@ def test_every_rerankd_variable_the_project_sets_is_known() -> None:
     # the scan really reads the project: settings, client variables and the config file's name
     assert {"RERANKD_REDIS_URL", "RERANKD_MODEL", "RERANKD_CONFIG"} <= found
     assert found & CLIENT_ENV and found & env_names()  # both kinds checked, not just skipped
+
+
+@pytest.mark.parametrize("field", ["model", "models", "aliases"])
+def test_a_model_named_like_another_models_queue_is_refused_at_start_up(field: str) -> None:
+    value: object = {
+        "model": "m.attention",
+        "models": ["ok", "m.logprobs"],
+        "aliases": {"a": {"model": "m.score"}},
+    }[field]
+    with pytest.raises(ValueError, match=r"model name 'm\.\w+' ends with"):
+        Settings(**{field: value})
+    assert Settings(model="qwen2.5-coder-0.5b-instruct").model == "qwen2.5-coder-0.5b-instruct"
