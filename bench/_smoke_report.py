@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from _smoke_models import Spec
 
-from rerankd.engines.hf_attention import batched_context_query_attention
+from rerankd.engines.hf.attention import batched_context_query_attention
 
 PREFILL_CHUNK = int(inspect.signature(batched_context_query_attention).parameters["chunk_size"].default)
 """Tokens per prefill chunk of the hf engine's ICR pass (its default)."""

@@ -16,7 +16,7 @@ from _smoke_models import SPECS, TINY_SPECS, Spec, SyntheticQuery, build_model, 
 from _smoke_models import weight_bytes as model_bytes
 from _smoke_report import IcrMemory, Report, Row, fmt_bytes
 
-from rerankd.engines.hf import HFEngine
+from rerankd.engines.hf.engine import HFEngine
 from rerankd.strategies import rerank
 from rerankd.strategies.icr import plan_chunks
 from rerankd.types import (

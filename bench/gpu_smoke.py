@@ -59,7 +59,7 @@ NEEDED = {
     "typing_inspection": "typing-inspection",
     "platformdirs": "platformdirs",
 }
-"""What the import path of this script (rerankd.engines.hf + the four strategies) needs."""
+"""What the import path of this script (rerankd.engines.hf.engine + the four strategies) needs."""
 
 STRATEGIES = ("sliding_window", "full_ranking", "first", "icr")
 

@@ -58,8 +58,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from rerankd.engines.factory import load_engine
-    from rerankd.engines.hf import HFEngine
-    from rerankd.engines.hf_attention import batched_context_query_attention
+    from rerankd.engines.hf.attention import batched_context_query_attention
+    from rerankd.engines.hf.engine import HFEngine
     from rerankd.eval import evaluate
     from rerankd.strategies.icr import plan_chunks, score_passages
     from rerankd.types import ContextAttention, ICRConfig, RerankRequest

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = ap.parse_args()
 
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
     from rerankd.strategies import rerank_many
     from rerankd.types import ICRConfig, RerankRequest
 

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=float, default=2.0, help="the vllm attention engine's KV cache (CPU)")
     args = ap.parse_args()
 
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
     from rerankd.engines.vllm.engine import VLLMEngine
     from rerankd.types import ICRConfig
 

@@ -396,7 +396,7 @@ def print_table(runs: list[Run], reference: Run | None, args: argparse.Namespace
 
 def main() -> None:
     args = parse_args()
-    from rerankd.engines.openai import OpenAIEngine
+    from rerankd.engines.openai.engine import OpenAIEngine
     from rerankd.engines.provision import resolve_model
     from rerankd.engines.vllm.engine import VLLMEngine
     from rerankd.launchers.vllm_server import VLLMServer

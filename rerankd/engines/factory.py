@@ -39,7 +39,7 @@ def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -
         settings = validate_engine_options(key, settings)
     if key == "hf":
         require("hf", "the hf engine")
-        from rerankd.engines.hf import HFEngine
+        from rerankd.engines.hf.engine import HFEngine
 
         return HFEngine.load(model, **settings)
     if key == "vllm":
@@ -63,7 +63,7 @@ def load_engine(kind: str = "hf", model: str = DEFAULT_MODEL, **settings: Any) -
         return CrossEncoderEngine.load(model, **settings)
     if key == "openai":
         require("openai", "the openai engine")
-        from rerankd.engines.openai import OpenAIEngine
+        from rerankd.engines.openai.engine import OpenAIEngine
 
         return OpenAIEngine.load(model, **settings)
     raise ValueError(f"unknown engine kind {kind!r}; known kinds: {', '.join(ENGINE_KINDS)}")

@@ -65,7 +65,7 @@ def _loader(kind: str) -> Callable[..., Any] | None:
     """The callable whose keyword parameters are the options of engine ``kind``."""
     if kind == "hf":
         require("hf", "the hf engine")
-        from rerankd.engines.hf import HFEngine
+        from rerankd.engines.hf.engine import HFEngine
 
         return HFEngine.load
     if kind == "vllm":
@@ -86,7 +86,7 @@ def accepted_options(kind: str) -> dict[str, Any]:
     """``{option: type hint}`` of engine ``kind`` (``hf``, ``vllm``, ``openai``)."""
     if kind == "openai":
         require("openai", "the openai engine")
-        from rerankd.engines.openai import OpenAISettings
+        from rerankd.engines.openai.engine import OpenAISettings
 
         hints = typing.get_type_hints(OpenAISettings)
         return {f.name: hints[f.name] for f in dataclasses.fields(OpenAISettings)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rerankd.engines.hf import HFEngine
+from rerankd.engines.hf.engine import HFEngine
 from rerankd.engines.provision import MARKER_FILE, resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.types import ChatMessage

@@ -57,7 +57,7 @@ def user(text: str) -> list[ChatMessage]:
 
 
 def test_engine_protocol(engine: Engine) -> None:
-    from rerankd.engines.hf import HFTokenizer
+    from rerankd.engines.hf.engine import HFTokenizer
     from rerankd.engines.vllm.engine import VLLMEngine
 
     assert isinstance(engine, VLLMEngine) and isinstance(engine, Engine)
@@ -143,7 +143,7 @@ def test_concurrent_requests_are_batched(engine: Engine) -> None:
 
 def test_first_same_order_as_hf_engine(engine: Engine, smollm2_dir: Path) -> None:
     """FIRST on one window of 10 DL19 passages: hf and vllm rank them identically (float32)."""
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
 
     query, passages = first_window(10)
     request = RerankRequest(
@@ -170,7 +170,7 @@ different attention kernels for the context; a score sums ~100 token attentions 
 
 def test_icr_same_scores_as_hf_engine(engine: Engine, smollm2_dir: Path) -> None:
     """ICR on 10 DL19 passages: per-passage scores of the vllm engine (ICR plugin) equal hf's."""
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
 
     query, passages = first_window(10)
     request = RerankRequest(

@@ -53,7 +53,7 @@ def icr_request(query: str, layers: tuple[int, int] | None = None, n: int = 6) -
 
 @pytest.fixture(scope="module")
 def engines(tiny_model_dir: Path) -> Iterator[tuple[Any, Any]]:
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
     from rerankd.engines.vllm.engine import VLLMEngine
 
     vllm = VLLMEngine.load(

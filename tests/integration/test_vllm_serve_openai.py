@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rerankd.engines.base import Capability
-from rerankd.engines.openai import OpenAIEngine, OpenAIRequestError
+from rerankd.engines.openai.engine import OpenAIEngine, OpenAIRequestError
 from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.launchers.vllm_server import VLLMServer
 from rerankd.prompts import Passage, fit_prompt, get_template
@@ -104,7 +104,7 @@ def test_generate_via_chat_completions(engine: OpenAIEngine) -> None:
 
 
 def test_logprobs_via_completions_match_transformers(engine: OpenAIEngine, smollm2_dir: Path) -> None:
-    from rerankd.engines.hf import HFEngine
+    from rerankd.engines.hf.engine import HFEngine
 
     query, passages = first_window(10)
     fitted = fit_prompt(get_template("first"), query, passages, engine.tokenizer, engine.context_size, 1)

@@ -92,7 +92,7 @@ def test_first_prompts_leave_room_for_the_generated_token(identifiers: Identifie
 
 def test_openai_engine_keys_the_emitted_letter_as_servers_do() -> None:
     """Servers key top logprobs by token text in context: "A" after "[" is "A", "▁A" is " A"."""
-    from rerankd.engines.openai import OpenAIEngine, OpenAISettings
+    from rerankd.engines.openai.engine import OpenAIEngine, OpenAISettings
 
     tok = llama2_style_tokenizer()
     engine = OpenAIEngine("m", OpenAISettings(base_url="http://127.0.0.1:9/v1"), tok, 4096)
@@ -271,7 +271,7 @@ def test_smollm2_style_split_letters_keep_one_pass_after_the_bracket(tiny_model_
 
 def test_hf_engine_reads_a_prefix_prompt_from_the_longer_ones_pass(tiny_model_dir: object) -> None:
     """P and P + "[" in one call share a forward pass with the same log-probs as separate calls."""
-    from rerankd.engines.hf import HFEngine, _prefix_rows
+    from rerankd.engines.hf.engine import HFEngine, _prefix_rows
 
     assert _prefix_rows([[1, 2], [1, 2, 3], [4], [1, 2, 3]]) == ([[1, 2, 3], [4]], [(0, 1), (0, 0), (1, 0), (0, 0)])
     engine = HFEngine.load(str(tiny_model_dir), dtype="float32")
@@ -296,7 +296,7 @@ def test_hf_engine_reads_a_prefix_prompt_from_the_longer_ones_pass(tiny_model_di
 
 def test_openai_engine_keys_merged_identifiers_by_their_text(qwen_tokenizer: HFTokenizer) -> None:
     """Servers key top logprobs by token text: the merged "[A" is "[A", the "[" and "O" are themselves."""
-    from rerankd.engines.openai import OpenAIEngine, OpenAISettings
+    from rerankd.engines.openai.engine import OpenAIEngine, OpenAISettings
 
     engine = OpenAIEngine("m", OpenAISettings(base_url="http://127.0.0.1:9/v1"), qwen_tokenizer, 32_768)
     assert [engine._token_text(token(qwen_tokenizer, t)) for t in ("[A", "[", "O")] == ["[A", "[", "O"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rerankd.engines.hf_attention import (
+from rerankd.engines.hf.attention import (
     batched_context_query_attention,
     check_layer_window,
     context_query_attention,

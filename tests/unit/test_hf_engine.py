@@ -11,7 +11,7 @@ import torch
 
 from rerankd.engines.base import Capability, Engine
 from rerankd.engines.factory import load_engine
-from rerankd.engines.hf import HFEngine, MicroBatcher
+from rerankd.engines.hf.engine import HFEngine, MicroBatcher
 from rerankd.types import ChatMessage, Tokenizer
 
 

@@ -20,7 +20,7 @@ import pytest
 from rerankd.engines.base import Capability, CapabilityError, Engine, require
 from rerankd.engines.factory import load_engine
 from rerankd.engines.hf_tokenizer import HFTokenizer
-from rerankd.engines.openai import TOPK_FLOOR_GAP, OpenAIEngine, OpenAISettings
+from rerankd.engines.openai.engine import TOPK_FLOOR_GAP, OpenAIEngine, OpenAISettings
 from rerankd.prompts.tiktoken_tokenizer import TiktokenTokenizer
 from rerankd.types import ChatMessage, FirstConfig, RerankRequest
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rerankd.engines.openai import OpenAIEngine, OpenAIRequestError
-from rerankd.engines.retry import (
+from rerankd.engines.openai.engine import OpenAIEngine, OpenAIRequestError
+from rerankd.engines.openai.retry import (
     DeadlineExceededError,
     RetriesExhaustedError,
     RetryPolicy,

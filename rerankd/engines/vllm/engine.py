@@ -268,7 +268,7 @@ class VLLMEngine:
         heads and the layers of ``layers`` (all by default), averaged over the suffix tokens;
         the pass stops after the window's last layer.  See :mod:`rerankd.engines.vllm.attention`.
         """
-        from rerankd.engines.hf_attention import check_layer_window
+        from rerankd.engines.hf.attention import check_layer_window
 
         self._check_open()
         models = self.attention

@@ -11,7 +11,7 @@
   APIs): ``supports_completions_logprobs=False`` declares it; left ``None`` (unknown), the first
   404, or 400 about logprobs, turns the capability off with a :class:`CapabilityError` that
   quotes the server.
-* Retries: :mod:`rerankd.engines.retry` (tenacity) on 408/409/429/5xx, timeouts and connection
+* Retries: :mod:`rerankd.engines.openai.retry` (tenacity) on 408/409/429/5xx, timeouts and connection
   errors, with jittered exponential backoff, ``max_attempts`` and a total ``deadline_s`` per
   request; other errors (400, 401, 403, 404, 422) fail at once with the server's message.  The
   SDK's own retries are off (``max_retries=0``).
@@ -40,7 +40,7 @@ from rerankd.engines.base import Capability, CapabilityError
 from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
 from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
-from rerankd.engines.retry import RetryPolicy, call_with_retries, is_retryable, status_code_of
+from rerankd.engines.openai.retry import RetryPolicy, call_with_retries, is_retryable, status_code_of
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = [

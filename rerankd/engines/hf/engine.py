@@ -1,12 +1,12 @@
 """The ``hf`` engine: transformers on CPU or GPU, the embedded default.
 
 Calls from many concurrently running coroutines (one per query) are micro-batched
-(:mod:`rerankd.engines.micro_batcher`): each prompt, or each ICR query, becomes a job on a
+(:mod:`rerankd.engines.hf.micro_batcher`): each prompt, or each ICR query, becomes a job on a
 per-event-loop queue; a background task takes what is waiting (up to ``max_batch_size`` jobs
 of the same kind: same ``max_tokens``, same ICR layer window), pads them into one batch and
 runs it on a dedicated single worker thread, so the event loop never blocks on the model and
 the model is never used by two threads at once.  ICR batches prefill their contexts together
-and then their query suffixes (:func:`rerankd.engines.hf_attention.batched_context_query_attention`).
+and then their query suffixes (:func:`rerankd.engines.hf.attention.batched_context_query_attention`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 
 from rerankd.engines.base import Capability
 from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_budget
-from rerankd.engines.devices import check_device, check_dtype
-from rerankd.engines.hf_attention import batched_context_query_attention, check_layer_window, num_layers
+from rerankd.engines.hf.attention import batched_context_query_attention, check_layer_window, num_layers
+from rerankd.engines.hf.device import resolve_device, resolve_dtype
+from rerankd.engines.hf.micro_batcher import BatchStats, MicroBatcher
 from rerankd.engines.hf_tokenizer import HFTokenizer
-from rerankd.engines.micro_batcher import BatchStats, MicroBatcher
 from rerankd.engines.provision import resolve_model
 from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
@@ -32,8 +32,6 @@ from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 __all__ = ["BatchStats", "HFEngine", "HFTokenizer", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
-
-_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>")
@@ -57,39 +55,6 @@ def _prefix_rows(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], lis
             host = len(rows) - 1
         where[i] = (host, len(rows[host]) - len(p))
     return rows, where
-
-
-def _resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA when present, else MPS, else CPU; logged), ``cpu``, ``cuda``, ``cuda:N``."""
-    device = check_device(device)
-    if device == "auto":
-        if torch.cuda.is_available():
-            chosen = torch.device("cuda")
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            chosen = torch.device("mps")
-        else:
-            chosen = torch.device("cpu")
-        logger.info("device auto: %s (CUDA %s)", chosen, "present" if torch.cuda.is_available() else "absent")
-        return chosen
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use cpu or auto)")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(device)
-
-
-def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """A torch dtype; ``auto``: bfloat16, or float16 on a CUDA device without bfloat16."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = check_dtype(dtype)
-    if name == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    return _DTYPES[name]
 
 
 class HFEngine:
@@ -168,8 +133,8 @@ class HFEngine:
             context_size = int(default_ctx)
         elif native is not None and context_size > native:
             logger.warning("context_size %d exceeds %s's max_position_embeddings %d", context_size, model, native)
-        torch_device = _resolve_device(device)
-        kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype, torch_device)}
+        torch_device = resolve_device(device)
+        kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, torch_device)}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -342,7 +307,7 @@ class HFEngine:
     async def query_attention(
         self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
     ) -> ContextAttention:
-        """Attention from each suffix's tokens to every token of ``context`` (see hf_attention),
+        """Attention from each suffix's tokens to every token of ``context`` (see :mod:`.attention`),
         summed over the layers of ``layers`` (all by default; the pass stops at its last layer).
 
         Concurrent calls with the same ``layers`` share forward passes (up to ``max_batch_size``

@@ -1,0 +1,48 @@
+"""``--device``/``--dtype`` values resolved to torch objects (the hf and cross_encoder engines)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from rerankd.engines.devices import check_device, check_dtype
+
+__all__ = ["resolve_device", "resolve_dtype"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when present, else MPS, else CPU; logged), ``cpu``, ``cuda``, ``cuda:N``."""
+    device = check_device(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            chosen = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            chosen = torch.device("mps")
+        else:
+            chosen = torch.device("cpu")
+        logger.info("device auto: %s (CUDA %s)", chosen, "present" if torch.cuda.is_available() else "absent")
+        return chosen
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (use cpu or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """A torch dtype; ``auto``: bfloat16, or float16 on a CUDA device without bfloat16."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = check_dtype(dtype)
+    if name == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    return _DTYPES[name]
