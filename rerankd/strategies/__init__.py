@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from rerankd.calibration.model import Calibration
 from rerankd.engines.base import Engine
 from rerankd.strategies.common import run_sync
 from rerankd.types import RerankRequest, RerankResult
@@ -23,19 +24,32 @@ def get_strategy(name: str) -> StrategyFn:
         from rerankd.strategies import first as mod  # type: ignore[no-redef]
     elif name == "icr":
         from rerankd.strategies import icr as mod  # type: ignore[no-redef]
+    elif name == "pointwise":
+        from rerankd.strategies import pointwise as mod  # type: ignore[no-redef]
+    elif name == "cascade":
+        from rerankd.strategies import cascade as mod  # type: ignore[no-redef]
     else:
-        raise ValueError(f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr")
+        raise ValueError(
+            f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr, pointwise, cascade"
+        )
     return mod.rerank
 
 
-async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
+async def rerank(request: RerankRequest, engine: Engine, calibration: Calibration | None = None) -> RerankResult:
     """Rerank one query with the strategy its request names.
 
     With ``request.feedback`` the query vector is then refit to the scores of *all*
     candidates (before any ``top_n`` cut) and returned as ``result.feedback``.
     With ``request.max_tokens_per_doc`` each candidate is first cut to that many tokens of the
     engine's tokenizer (a warning counts the cut ones).
+    With ``calibration`` (for this model, strategy and settings) every passage gets its
+    ``relevance``, computed over the whole ranking before the ``top_n`` cut.
     """
+    if calibration is not None:
+        result = calibration.apply(await rerank(request.model_copy(update={"top_n": None}), engine))
+        if request.top_n is not None:
+            result.ranking = result.ranking[: request.top_n]
+        return result
     strategy = get_strategy(request.strategy.name)
     if request.max_tokens_per_doc is not None:
         from rerankd.strategies.truncate import truncate_documents

@@ -1,4 +1,5 @@
-"""Helpers shared by strategies: windows, result assembly, rank-derived scores."""
+"""Helpers shared by strategies: windows, result assembly (the rank-derived score,
+:func:`rank_score`, lives in :mod:`rerankd.calibration.features`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
+from rerankd.calibration.features import rank_score
 from rerankd.types import RankedDoc, RerankRequest, RerankResult, Usage
+
+__all__ = ["build_result", "rank_score", "run_sync", "window_spans"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -35,16 +39,6 @@ def window_spans(n: int, window_size: int, stride: int) -> list[tuple[int, int]]
         if start == 0:
             return spans
         end -= stride
-
-
-def rank_score(rank: int, n: int) -> float:
-    """The documented score of generation strategies: ``1 - (rank - 1) / n``.
-
-    A strictly decreasing map of the final rank into (0, 1]; rank 1 scores 1.0.
-    Generation-only rerankers give an order, not a calibrated relevance, so this is
-    what we can honestly return.
-    """
-    return 1.0 - (rank - 1) / n
 
 
 def build_result(
