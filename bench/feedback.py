@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from rerankd.eval import evaluate  # noqa: E402
 from rerankd.feedback.refit import refit_query, retrieve  # noqa: E402
 from rerankd.runs import ResumableRun, engine_executor, journal_path, read_journal  # noqa: E402
-from rerankd.types import Candidate, FirstConfig, ICRConfig, Query, RerankRequest  # noqa: E402
+from rerankd.types import Candidate, FirstConfig, ICRConfig, PointwiseConfig, Query, RerankRequest  # noqa: E402
 
 log = logging.getLogger("bench.feedback")
 
@@ -152,7 +152,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100, help="first N SciFact test queries (qrels order)")
     ap.add_argument("--depth", type=int, default=100, help="dense retrieval depth")
     ap.add_argument("--rerank-top", type=int, default=20)
-    ap.add_argument("--strategy", choices=("icr", "first"), default="icr")
+    ap.add_argument(
+        "--strategy", choices=("icr", "first", "pointwise"), default="icr", help="pointwise: --model is a student"
+    )
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--max-words", type=int, default=64, help="ICR: words kept per passage (CPU time)")
     ap.add_argument("--doc-order", choices=("first_stage", "reversed"), default=None, help="ICR passage order")
@@ -198,7 +200,9 @@ def main() -> None:
 
     if args.strategy == "icr":
         order = {"doc_order": args.doc_order} if args.doc_order else {}
-        cfg: ICRConfig | FirstConfig = ICRConfig(max_words_per_passage=args.max_words, **order)
+        cfg: ICRConfig | FirstConfig | PointwiseConfig = ICRConfig(max_words_per_passage=args.max_words, **order)
+    elif args.strategy == "pointwise":  # a distilled cross-encoder student (rerankd distill)
+        cfg = PointwiseConfig()
     else:
         cfg = FirstConfig(window_size=args.rerank_top, stride=args.rerank_top // 2)
     requests = [
@@ -215,7 +219,8 @@ def main() -> None:
     req_hash = hashlib.sha256("\n".join(r.model_dump_json() for r in requests).encode()).hexdigest()
     settings = {"bench": "scifact-feedback", "requests": req_hash, "model": args.model, "dtype": args.dtype}
     variant = f"-{cfg.doc_order}" if isinstance(cfg, ICRConfig) and cfg.doc_order != "first_stage" else ""
-    out = args.cache / f"rerank-{args.strategy}-{args.model}-top{args.rerank_top}-w{args.max_words}{variant}.jsonl"
+    model_tag = Path(args.model).name if args.strategy == "pointwise" else args.model
+    out = args.cache / f"rerank-{args.strategy}-{model_tag}-top{args.rerank_top}-w{args.max_words}{variant}.jsonl"
     limit = min(args.limit, len(requests))
     if args.no_rerank:  # read-only: safe while another bench process is reranking
         jpath = journal_path(out)
@@ -235,7 +240,8 @@ def main() -> None:
                     args.strategy,
                     args.model,
                 )
-                engine = load_engine("hf", args.model, dtype=args.dtype)
+                kind = "cross_encoder" if args.strategy == "pointwise" else "hf"
+                engine = load_engine(kind, args.model, **({} if kind == "cross_encoder" else {"dtype": args.dtype}))
 
                 async def go() -> None:
                     try:
@@ -312,7 +318,19 @@ def main() -> None:
     print("| run | nDCG@10 | R@20 | R@100 |\n|---|---|---|---|")
     for name, ndcg, r20, r100 in rows:
         print(f"| {name} | {ndcg:.4f} | {r20:.4f} | {r100:.4f} |")
-    rs = np.array([results[i].timings.get("rerank_s", float("nan")) for i in done])
+    from rerankd.eval import compare, score_run
+
+    for a, b in (("dense", "feedback"), ("dense", "feedback+reranked"), ("reranked", "feedback+reranked")):
+        c = compare(
+            score_run(args.cache / f"run.{a}.trec", qrels_sub),
+            score_run(args.cache / f"run.{b}.trec", qrels_sub),
+            "R@100",
+        )
+        print(
+            f"R@100 {b} - {a}: {c.delta:+.4f} (95% CI {c.ci_low:+.4f} .. {c.ci_high:+.4f}; "
+            f"{c.wins}/{c.ties}/{c.losses} win/tie/loss, {c.queries} queries)"
+        )
+    rs = np.array([results[i].timings.get("rerank_s", results[i].timings.get("score_s", float("nan"))) for i in done])
     print(
         f"\nrerank {np.nanmean(rs):.1f} s/query (median {np.nanmedian(rs):.1f}); refit "
         f"{1000 * np.mean(refit_s):.1f} ms/query; cosine(q, q') median {np.median(moved):.3f}"

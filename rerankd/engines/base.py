@@ -13,6 +13,8 @@ class Capability(enum.StrEnum):
     GENERATE = "generate"
     LOGPROBS = "logprobs"
     ATTENTION = "attention"
+    SCORE = "score"
+    """(query, passage) pair scores from a cross-encoder (:class:`PairScorer`)."""
 
 
 class CapabilityError(RuntimeError):
@@ -49,6 +51,15 @@ class Engine(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """An engine with the ``score`` capability: a cross-encoder's relevance of each pair."""
+
+    async def score_pairs(self, query: str, passages: Sequence[str], max_length: int | None = None) -> list[float]:
+        """One score per passage (higher = more relevant), in passage order."""
+        ...
 
 
 def require(engine: Engine, capability: Capability, strategy: str) -> None:

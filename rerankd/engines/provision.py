@@ -378,7 +378,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def resolve_model(name_or_path: str | os.PathLike[str], progress: bool = True) -> Path:
-    """A local Hugging Face folder for a bundled model name, a local folder or a hub id.
+    """A local Hugging Face folder for a bundled model name, a local folder, a registered student
+    name or a hub id.
 
     Bundled names are pulled on first use; existing folders are returned as they are;
     anything else is fetched from the Hugging Face hub (fails on machines without hub access,
@@ -390,6 +391,11 @@ def resolve_model(name_or_path: str | os.PathLike[str], progress: bool = True) -
     path = Path(raw).expanduser()
     if path.is_dir():
         return path
+    from rerankd.engines.cross_encoder.student import resolve_student
+
+    student = resolve_student(raw)  # a name registered by `rerankd distill train --name`
+    if student is not None:
+        return student
     if path.exists() or not _HUB_ID.match(raw):
         raise ModelNotFoundError(
             f"model {raw!r} is not a bundled model ({', '.join(REGISTRY)}) and not an existing folder"
