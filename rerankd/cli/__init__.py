@@ -6,7 +6,7 @@
 * :mod:`.models`: ``models list`` and ``models pull``.
 * :mod:`.demo`: ``demo`` (its stack: :mod:`rerankd.launchers.demo_stack`).
 * :mod:`.doctor`: ``doctor`` (the checks: :mod:`rerankd.doctor`).
-* ``calibrate`` (:mod:`rerankd.calibration.command`) and ``distill`` (:mod:`rerankd.distill.command`).
+* ``calibrate`` (:mod:`rerankd.cli.calibrate`) and ``distill`` (:mod:`rerankd.cli.distill`).
 """
 
 from rerankd.cli.app import app, main

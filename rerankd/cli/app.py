@@ -6,9 +6,7 @@ import logging
 
 import typer
 
-from rerankd.calibration import command as calibration_command
-from rerankd.cli import data, demo, doctor, models, reranking, service
-from rerankd.distill import command as distill_command
+from rerankd.cli import calibrate, data, demo, distill, doctor, models, reranking, service
 from rerankd.extras import MissingExtraError
 
 __all__ = ["app", "main"]
@@ -22,9 +20,8 @@ app.command("up")(service.up)
 app.command("demo")(demo.command)
 app.command("doctor")(doctor.command)
 app.add_typer(models.app, name="models")
-# commands of their own packages
-app.command("calibrate")(calibration_command.command)
-app.add_typer(distill_command.app, name="distill")
+app.command("calibrate")(calibrate.command)
+app.add_typer(distill.app, name="distill")
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.launchers.demo_stack import DemoStack, demo_env, interruptible, run_foreground, shield
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.proctree import MARKER
 
 __all__ = ["DemoOptions", "command", "run_demo"]

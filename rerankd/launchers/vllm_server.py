@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rerankd.engines.provision import resolve_model
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.engines.vllm.engine import DEFAULT_CPU_KV_CACHE_GIB, _on_cpu
 from rerankd.launchers.net import free_port
+from rerankd.models.provision import resolve_model
+from rerankd.models.registry import DEFAULT_MODEL
 
 __all__ = ["VLLMServer"]
 

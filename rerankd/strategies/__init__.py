@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from rerankd.calibration.model import Calibration
 from rerankd.engines.base import Engine
 from rerankd.strategies.common import run_sync
+from rerankd.strategies.registry import StrategyFn, get_strategy
 from rerankd.types import RerankRequest, RerankResult
 
-StrategyFn = Callable[[RerankRequest, Engine], Awaitable[RerankResult]]
-
-
-def get_strategy(name: str) -> StrategyFn:
-    """The ``rerank`` coroutine of strategy ``name``."""
-    # Imported lazily so that importing one strategy never pulls the others' deps.
-    if name == "sliding_window":
-        from rerankd.strategies import sliding_window as mod
-    elif name == "full_ranking":
-        from rerankd.strategies import full_ranking as mod  # type: ignore[no-redef]
-    elif name == "first":
-        from rerankd.strategies import first as mod  # type: ignore[no-redef]
-    elif name == "icr":
-        from rerankd.strategies import icr as mod  # type: ignore[no-redef]
-    elif name == "pointwise":
-        from rerankd.strategies import pointwise as mod  # type: ignore[no-redef]
-    elif name == "cascade":
-        from rerankd.strategies import cascade as mod  # type: ignore[no-redef]
-    else:
-        raise ValueError(
-            f"unknown strategy {name!r}; known: sliding_window, full_ranking, first, icr, pointwise, cascade"
-        )
-    return mod.rerank
+__all__ = ["StrategyFn", "get_strategy", "rerank", "rerank_many"]
 
 
 async def rerank(request: RerankRequest, engine: Engine, calibration: Calibration | None = None) -> RerankResult:

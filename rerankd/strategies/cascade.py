@@ -32,7 +32,7 @@ def _student(name: str) -> Engine:
 
 async def rerank(request: RerankRequest, engine: Engine) -> RerankResult:
     """Student over ``student_top_k``, LLM strategy over the student's ``top_k``."""
-    from rerankd.strategies import get_strategy
+    from rerankd.strategies.registry import get_strategy
 
     cfg = request.strategy
     assert isinstance(cfg, CascadeConfig)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rerankd.engines.hf_tokenizer import HFTokenizer
-from rerankd.engines.provision import is_cached, model_dir
+from rerankd.models.provision import is_cached, model_dir
 from rerankd.strategies.first_tokens import plan_identifiers
 from rerankd.types import ChatMessage
 from tests.tokenizer_fixtures import FIXTURES, PLAIN_FILES, load_fixture_tokenizer, minified

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rerankd.engines.hf.engine import HFEngine
-from rerankd.engines.provision import MARKER_FILE, resolve_model
-from rerankd.engines.registry import DEFAULT_MODEL
+from rerankd.models.provision import MARKER_FILE, resolve_model
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.types import ChatMessage
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from rerankd.engines.provision import cache_root
 from rerankd.launchers.net import free_port
+from rerankd.models.provision import cache_root
 from rerankd.proctree import MARKER, stop_pids, tagged
 
 pytestmark = pytest.mark.integration

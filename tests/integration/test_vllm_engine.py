@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rerankd.engines.base import Capability, Engine
-from rerankd.engines.registry import DEFAULT_MODEL
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.prompts import fit_prompt, get_template
 from rerankd.strategies import rerank, rerank_many
 from rerankd.strategies.first import identifier_token_ids

@@ -18,8 +18,8 @@ import pytest
 
 from rerankd.engines.base import Capability
 from rerankd.engines.openai.engine import OpenAIEngine, OpenAIRequestError
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.launchers.vllm_server import VLLMServer
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.prompts import Passage, fit_prompt, get_template
 from rerankd.strategies import rerank_many
 from rerankd.strategies.first import identifier_token_ids

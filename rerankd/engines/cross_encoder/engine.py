@@ -20,7 +20,7 @@ import torch
 from rerankd.engines.base import Capability, CapabilityError
 from rerankd.engines.cross_encoder.student import check_cross_encoder_folder
 from rerankd.engines.hf_tokenizer import HFTokenizer
-from rerankd.engines.provision import resolve_model
+from rerankd.models.provision import resolve_model
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = ["CrossEncoderEngine"]

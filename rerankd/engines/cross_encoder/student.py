@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rerankd.models.students import register_name
 
 __all__ = [
     "CARD_FILE",
@@ -25,14 +26,10 @@ __all__ = [
     "check_cross_encoder_folder",
     "read_card",
     "register_student",
-    "registered_students",
-    "resolve_student",
-    "students_dir",
     "write_card",
 ]
 
 CARD_FILE = "rerankd-student.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _TOKENIZER = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
@@ -125,42 +122,7 @@ def check_cross_encoder_folder(folder: Path) -> None:
         raise NotAStudentError(f"{config}: a cross-encoder student has one output (num_labels 1), got {labels}")
 
 
-def students_dir() -> Path:
-    """Where registered student names live (``students/`` in the rerankd cache)."""
-    from rerankd.engines.provision import cache_root
-
-    return cache_root() / "students"
-
-
 def register_student(name: str, folder: Path) -> Path:
-    """Register ``name`` for the student ``folder`` (checked first); returns the name's file."""
-    if not _NAME.match(name):
-        raise ValueError(f"student name {name!r}: letters, digits, '.', '_' and '-' only (at most 100)")
+    """Register ``name`` for the student ``folder`` (its card checked first); returns the name's file."""
     read_card(folder)
-    d = students_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / name
-    path.write_text(str(folder.resolve()) + "\n", encoding="utf-8")
-    return path
-
-
-def registered_students() -> dict[str, Path]:
-    """Registered student names and their folders."""
-    d = students_dir()
-    if not d.is_dir():
-        return {}
-    return {p.name: Path(p.read_text(encoding="utf-8").strip()) for p in sorted(d.iterdir()) if p.is_file()}
-
-
-def resolve_student(name_or_path: str | os.PathLike[str]) -> Path | None:
-    """The folder of a registered student name, else ``None`` (existing folders are not names)."""
-    raw = os.fspath(name_or_path)
-    if not _NAME.match(raw):
-        return None
-    path = students_dir() / raw
-    if not path.is_file():
-        return None
-    folder = Path(path.read_text(encoding="utf-8").strip())
-    if not folder.is_dir():
-        raise NotAStudentError(f"student {raw!r} is registered for {folder}, which no longer exists")
-    return folder
+    return register_name(name, folder)

@@ -25,8 +25,8 @@ from rerankd.engines.hf.attention import batched_context_query_attention, check_
 from rerankd.engines.hf.device import resolve_device, resolve_dtype
 from rerankd.engines.hf.micro_batcher import BatchStats, MicroBatcher
 from rerankd.engines.hf_tokenizer import HFTokenizer
-from rerankd.engines.provision import resolve_model
-from rerankd.engines.registry import DEFAULT_MODEL, REGISTRY
+from rerankd.models.provision import resolve_model
+from rerankd.models.registry import DEFAULT_MODEL, REGISTRY
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = ["BatchStats", "HFEngine", "HFTokenizer", "MicroBatcher"]

@@ -173,7 +173,7 @@ def _parse_env(name: str, raw: str, hint: Any) -> Any:
 
 def build_tokenizer(spec: str | None, model: str) -> Tokenizer:
     """The budgeting tokenizer for setting ``tokenizer=spec`` (see :class:`OpenAISettings`)."""
-    from rerankd.engines.registry import REGISTRY
+    from rerankd.models.registry import REGISTRY
 
     if spec is None:
         local = model in REGISTRY or model.lower() in REGISTRY or os.path.isdir(os.path.expanduser(model))
@@ -184,13 +184,13 @@ def build_tokenizer(spec: str | None, model: str) -> Tokenizer:
         return TiktokenTokenizer(spec.removeprefix("tiktoken:"))
     from transformers import AutoTokenizer
 
-    from rerankd.engines.provision import resolve_model
+    from rerankd.models.provision import resolve_model
 
     return HFTokenizer(AutoTokenizer.from_pretrained(resolve_model(spec)))
 
 
 def _tokenizer_context_size(tokenizer: Tokenizer, spec: str | None, model: str) -> int | None:
-    from rerankd.engines.registry import REGISTRY
+    from rerankd.models.registry import REGISTRY
 
     if not isinstance(tokenizer, HFTokenizer):
         return None

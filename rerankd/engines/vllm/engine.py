@@ -48,13 +48,13 @@ from rerankd.engines.budget import check_max_tokens, check_prompt_fits, output_b
 from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.logprobs import TOPK_FLOOR_GAP, pick_logprobs
 from rerankd.engines.loop_thread import LoopThread
-from rerankd.engines.registry import DEFAULT_MODEL
 from rerankd.engines.vllm.attention import AttentionModels
 from rerankd.engines.vllm.compat import on_cpu as _on_cpu  # noqa: F401 (rerankd.launchers.vllm_server)
 from rerankd.engines.vllm.compat import tokens_prompt as _tokens_prompt
 from rerankd.engines.vllm.load import DEFAULT_CPU_KV_CACHE_GIB, start_engine
 from rerankd.engines.vllm.memory import DEFAULT_GPU_MEMORY_BUDGET, GPUMemoryError
 from rerankd.engines.vllm.stats import VLLMStats
+from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.types import ChatMessage, ContextAttention, Generation, Tokenizer
 
 __all__ = [

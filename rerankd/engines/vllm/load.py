@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.engines.loop_thread import LoopThread
-from rerankd.engines.provision import resolve_model
-from rerankd.engines.registry import REGISTRY
 from rerankd.engines.vllm.args import generation_engine_args
 from rerankd.engines.vllm.attention import AttentionModels
 from rerankd.engines.vllm.compat import logprobs_mode as resolve_logprobs_mode
 from rerankd.engines.vllm.compat import on_cpu as platform_is_cpu
 from rerankd.engines.vllm.memory import check_gpu_memory, plan_shares
 from rerankd.engines.vllm.stats import VLLMStats, stat_logger_factory
+from rerankd.models.provision import resolve_model
+from rerankd.models.registry import REGISTRY
 
 __all__ = ["DEFAULT_CPU_KV_CACHE_GIB", "start_engine"]
 

@@ -28,11 +28,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import platformdirs
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from rerankd.engines.registry import REGISTRY, ModelSpec, WheelPart, get_spec
+from rerankd.models.cache import CACHE_ENV, cache_root
+from rerankd.models.registry import REGISTRY, ModelSpec, WheelPart, get_spec
+from rerankd.models.students import resolve_name
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "RERANKD_CACHE_DIR"
 MARKER_FILE = "rerankd-model.json"
 """Written last into a converted folder: its presence means the folder is complete."""
 
@@ -83,12 +83,6 @@ class ModelNotFoundError(ProvisionError):
 
 
 # --------------------------------------------------------------------------- cache layout
-
-
-def cache_root() -> Path:
-    """The rerankd cache folder (``$RERANKD_CACHE_DIR`` or the platform's user cache dir)."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("rerankd"))
 
 
 def _models_dir(cache_dir: Path | None) -> Path:
@@ -391,9 +385,7 @@ def resolve_model(name_or_path: str | os.PathLike[str], progress: bool = True) -
     path = Path(raw).expanduser()
     if path.is_dir():
         return path
-    from rerankd.engines.cross_encoder.student import resolve_student
-
-    student = resolve_student(raw)  # a name registered by `rerankd distill train --name`
+    student = resolve_name(raw)  # a name registered by `rerankd distill train --name`
     if student is not None:
         return student
     if path.exists() or not _HUB_ID.match(raw):

