@@ -90,8 +90,8 @@ def check_environment(environ: Mapping[str, str], settings_env: set[str], prefix
         if not name.startswith(prefix) or name in known:
             continue
         if name.startswith(f"{prefix}OPENAI_"):
-            from rerankd.engines.openai.engine import ENV_PREFIX as OPENAI_PREFIX
-            from rerankd.engines.openai.engine import OpenAISettings
+            from rerankd.engines.openai.settings import ENV_PREFIX as OPENAI_PREFIX
+            from rerankd.engines.openai.settings import OpenAISettings
 
             openai = {OPENAI_PREFIX + f.upper() for f in [*OpenAISettings.__dataclass_fields__, "model"]}
             if name in openai:

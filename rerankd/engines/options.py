@@ -86,7 +86,7 @@ def accepted_options(kind: str) -> dict[str, Any]:
     """``{option: type hint}`` of engine ``kind`` (``hf``, ``vllm``, ``openai``)."""
     if kind == "openai":
         require("openai", "the openai engine")
-        from rerankd.engines.openai.engine import OpenAISettings
+        from rerankd.engines.openai.settings import OpenAISettings
 
         hints = typing.get_type_hints(OpenAISettings)
         return {f.name: hints[f.name] for f in dataclasses.fields(OpenAISettings)}
