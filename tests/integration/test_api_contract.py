@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 
-SLEEP_ENGINE = "tests.integration.conftest:SleepEngine"
 JOB = {"model": "slow", "query": {"text": "q"}, "candidates": [{"docid": "a", "text": "t"}]}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import KEYS, REPO, Service
+from tests.support.stack import KEYS, REPO, Service
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.conftest import KEYS, REPO, Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import KEYS, REPO, Service
 
 pytestmark = pytest.mark.integration
 
 MODEL = "batch-sleep"
-SLEEP_ENGINE = "tests.integration.conftest:SleepEngine"
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,24 @@ identical output to an uninterrupted run, every query reranked and written exact
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli_runs import check_journal_once, env, kill_after, start
+from tests.support.stack import REPO
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Runs the real CLI with the engine factory patched to a slowed-down scripted engine, so the
 # test controls timing (a window call takes DELAY seconds) without a model.
 SCRIPTED_CLI = """
 import asyncio, os, sys
 import rerankd.engines.factory as factory
-from tests.unit.scripted_engine import ScriptedEngine
+from tests.support.scripted_engine import ScriptedEngine
 
 DELAY = float(os.environ.get("SCRIPTED_DELAY", "0.02"))
 
@@ -47,50 +46,8 @@ def write_queries(path: Path, n: int, k: int) -> None:
             fh.write(json.dumps({"qid": f"q{i}", "query": f"question {i}", "candidates": cands}) + "\n")
 
 
-def journaled(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    return max(0, journal.read_bytes().count(b"\n") - 1)
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-def kill_after(proc: subprocess.Popen[bytes], journal: Path, n: int, timeout: float = 300) -> int:
-    """SIGKILL ``proc`` as soon as at least ``n`` queries are journaled; return how many were."""
-    deadline = time.monotonic() + timeout
-    while journaled(journal) < n:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) before {n} queries were journaled")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("timed out waiting for the journal")
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    return journaled(journal)
-
-
-def check_journal_once(journal: Path, n: int) -> None:
-    lines = journal.read_text().splitlines()
-    assert "rerankd_journal" in json.loads(lines[0])
-    indices = [json.loads(line)["index"] for line in lines[1:]]
-    assert sorted(indices) == list(range(n)), "each query journaled exactly once"
-
-
 def trec_qids(path: Path) -> list[str]:
     return list(dict.fromkeys(line.split()[0] for line in path.read_text().splitlines()))
-
-
-def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
 
 
 def test_sigkill_and_resume_scripted_engine(tmp_path: Path) -> None:

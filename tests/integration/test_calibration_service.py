@@ -21,8 +21,9 @@ import pytest
 from rerankd.calibration import Calibration, settings_key
 from rerankd.calibration.maps import sigmoid
 from rerankd.launchers.local import LocalStack
+from rerankd.launchers.net import free_port
 from rerankd.types import ICRConfig
-from tests.integration.conftest import KEYS, Service, free_port
+from tests.support.stack import KEYS, Service
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +190,7 @@ def test_tei_route_answers_the_probability(calibrated: Calibrated) -> None:
 
 
 def test_console_shows_relevance_beside_score(calibrated: Calibrated) -> None:
-    from tests.integration.test_console import CHROMIUM, FLAGS
+    from tests.support.chromium import CHROMIUM, FLAGS
 
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium")

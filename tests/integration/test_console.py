@@ -19,21 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import KEYS, Service
+from tests.support.chromium import CHROMIUM, FLAGS
+from tests.support.stack import KEYS, Service
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 60_000
 
 

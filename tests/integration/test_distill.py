@@ -18,7 +18,8 @@ import pytest
 
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port
-from tests.integration.test_batch_resume import REPO, check_journal_once, env, journaled, kill_after, start
+from tests.support.cli_runs import check_journal_once, env, journaled, kill_after, start
+from tests.support.stack import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port
-from tests.integration.conftest import KEYS, Service
+from tests.support.stack import KEYS, Service
 
 pytestmark = pytest.mark.integration
 

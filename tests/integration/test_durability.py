@@ -1,7 +1,7 @@
 """``rerankd up`` under crashes, with the DEFAULT timing settings (lease 30 s, reaper every 5 s,
 visibility timeout 420 s): nothing accepted is lost, every job succeeds exactly once.
 
-The worker hosts :class:`~tests.integration.conftest.SleepEngine` (``sleep=N`` in the query),
+The worker hosts :class:`~tests.support.engines.SleepEngine` (``sleep=N`` in the query),
 so job lengths are under the test's control.
 """
 
@@ -24,11 +24,11 @@ import psutil
 import pytest
 
 from rerankd.launchers.net import free_port
-from tests.integration.conftest import REPO
+from tests.support.engines import NO_SUCH_ENGINE, SLEEP_ENGINE
+from tests.support.stack import REPO
 
 pytestmark = pytest.mark.integration
 
-SLEEP_ENGINE = "tests.integration.conftest:SleepEngine"
 FINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 
@@ -235,7 +235,7 @@ def test_busy_port_is_refused_clearly(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_cannot_start_stops_up_instead_of_restarting(tmp_path: Path) -> None:
-    argv = ["up", "--port", str(free_port()), "--ephemeral", "--engine", "tests.integration.conftest:NoSuchEngine"]
+    argv = ["up", "--port", str(free_port()), "--ephemeral", "--engine", NO_SUCH_ENGINE]
     out = subprocess.run(
         [sys.executable, "-m", "rerankd.cli", *argv],
         env=_env(),

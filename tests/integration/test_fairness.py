@@ -21,7 +21,8 @@ import redis
 
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port
-from tests.integration.conftest import REPO, Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import REPO, Service
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,7 @@ def test_batch_jobs_run_after_interactive_and_low_priority_work(quota_api: Quota
     while r.llen(lane + "\x06\x166") == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (r.llen(lane), r.llen(lane + "\x06\x166"), r.llen(lane + "\x06\x169")) == (1, 1, 4)
-    service.start_worker("lanes", "lane-model", "tests.integration.conftest:SleepEngine", concurrency=1)
+    service.start_worker("lanes", "lane-model", SLEEP_ENGINE, concurrency=1)
     try:
         caller.join(240)
         deadline = time.monotonic() + 120

@@ -9,7 +9,7 @@ import pytest
 
 from rerankd.client import Client
 from rerankd.feedback.refit import refit_query
-from tests.integration.conftest import Service
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.models.provision import is_cached, model_dir
 from rerankd.strategies.first_tokens import plan_identifiers
 from rerankd.types import ChatMessage
-from tests.tokenizer_fixtures import FIXTURES, PLAIN_FILES, load_fixture_tokenizer, minified
+from tests.support.tokenizer_fixtures import FIXTURES, PLAIN_FILES, load_fixture_tokenizer, minified
 
 pytestmark = pytest.mark.integration
 

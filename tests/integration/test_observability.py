@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from rerankd.jobs.metrics import COUNTERS
-from tests.integration.conftest import Service
-from tests.unit.test_observability import PROMQL_BUILTINS, all_exprs, exported, label_uses, metric_names
+from tests.support.promql import PROMQL_BUILTINS, all_exprs, exported, label_uses, metric_names
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ import socket
 import httpx
 import pytest
 
-from tests.integration.conftest import Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def test_a_job_popped_by_a_worker_killed_before_it_recorded_the_message_still_ru
     import time
 
     model = "review-popped"  # an alias of the test stack, for this test alone
-    worker = service.start_worker("review-popped", model, "tests.integration.conftest:SleepEngine", concurrency=1)
+    worker = service.start_worker("review-popped", model, SLEEP_ENGINE, concurrency=1)
     job: dict[str, str] = {}
     try:
         service.wait_workers([model], pids=[worker.pid], timeout=120)
@@ -44,7 +45,7 @@ def test_a_job_popped_by_a_worker_killed_before_it_recorded_the_message_still_ru
         job = httpx.post(f"{service.url}/v1/jobs", json=body, headers=service.headers(), timeout=30).json()
         time.sleep(0.5)  # Redis has handed the message to the stopped worker's socket
         service.kill_worker("review-popped")
-        service.start_worker("review-popped", model, "tests.integration.conftest:SleepEngine", concurrency=1)
+        service.start_worker("review-popped", model, SLEEP_ENGINE, concurrency=1)
         # With the stack's lease (2 s) and reaper (1 s), 10 s + 30 s covers every recovery path.
         done = service.wait_job(job["id"], timeout=40)
         assert done["status"] == "succeeded", done

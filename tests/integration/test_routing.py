@@ -20,30 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
-from rerankd.engines.base import Capability, Engine
 from rerankd.jobs import JobStore
 from rerankd.jobs.redact import worker_ref
 from rerankd.jobs.routing import model_queues, queue_name
 from rerankd.launchers.local import LocalStack
-from tests.integration.conftest import KEYS, REPO, free_port
+from rerankd.launchers.net import free_port
+from tests.support.engines import SCORING_ENGINE
+from tests.support.stack import KEYS, REPO
 
 pytestmark = pytest.mark.integration
 
-SCORING_ENGINE = "tests.integration.test_routing:ScoringOnlyHF"
 HEADERS = {"Authorization": f"Bearer {KEYS['alice']}"}
-
-
-class ScoringOnlyHF:
-    """The hf engine on the tiny model, without its ``generate`` capability: what vLLM with
-    ``attention=only`` is (attention and logprobs from one pooling model, no decoding)."""
-
-    @classmethod
-    def load(cls, model: str, **options: Any) -> Engine:
-        from rerankd.engines.factory import load_engine
-
-        engine = load_engine("hf", model, **options)
-        engine.capabilities = engine.capabilities - {Capability.GENERATE}
-        return engine
 
 
 @dataclass
@@ -123,11 +110,12 @@ FIRST = {"name": "first", "window_size": 4, "stride": 2}
 
 
 def test_jobs_reach_only_workers_that_can_serve_their_strategy(roles: Roles) -> None:
-    gen_q, logp_q, att_q = model_queues(roles.prefix, roles.model)
+    gen_q, logp_q, att_q, _score_q = model_queues(roles.prefix, roles.model)
     scoring = roles.wait_for("scoring")
     assert scoring["queues"] == [logp_q, att_q] and scoring["strategies"] == ["first", "icr"]
     health = httpx.get(f"{roles.stack.url}/healthz", headers=HEADERS, timeout=10).json()
-    assert health["unserved_strategies"] == {roles.model: ["sliding_window", "full_ranking"]}
+    # no generating worker yet, and no cross-encoder worker at all (pointwise needs the score capability)
+    assert health["unserved_strategies"] == {roles.model: ["sliding_window", "full_ranking", "pointwise"]}
 
     # Only the scoring worker is up: sliding-window work waits in the generation queue (a sync
     # call gets 503 when its wait ends), ICR runs at once.
@@ -175,7 +163,8 @@ def test_jobs_reach_only_workers_that_can_serve_their_strategy(roles: Roles) -> 
     assert ran_on["icr"] == {ids["scoring"]}
     assert ran_on["first"] <= {ids["scoring"], ids["generating"]}
     health = httpx.get(f"{roles.stack.url}/healthz", headers=HEADERS, timeout=10).json()
-    assert health["unserved_strategies"] == {} and set(model_queues(roles.prefix, roles.model)) <= set(health["queues"])
+    assert health["unserved_strategies"] == {roles.model: ["pointwise"]}  # an LLM serves every LLM strategy
+    assert set(model_queues(roles.prefix, roles.model)) <= set(health["queues"])
     metrics = httpx.get(f"{roles.stack.url}/metrics", timeout=10).text
     for q in (gen_q, logp_q, att_q):
         assert f'rerankd_queue_depth{{lane="interactive",queue="{q}"}}' in metrics

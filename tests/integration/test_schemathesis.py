@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.integration.conftest import Service
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ import pytest
 from rerankd.client import Client
 from rerankd.jobs.redact import worker_ref
 from rerankd.launchers.net import free_port, wait_http
-from tests.integration.conftest import REPO, Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import REPO, Service
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +130,7 @@ def test_killed_worker_job_finishes_once_on_a_restarted_worker(service: Service)
     running = service.wait_job(job["id"], until=["running"], timeout=60)
     assert running["status"] == "running"
     killed = service.kill_worker("slow")
-    new = service.start_worker("slow", "slow", "tests.integration.conftest:SleepEngine")
+    new = service.start_worker("slow", "slow", SLEEP_ENGINE)
     service.wait_workers(["slow"], pids=[new.pid], timeout=120)
     done = service.wait_job(job["id"], timeout=120)
     assert done["status"] == "succeeded" and done["attempts"] == 2, done
@@ -316,7 +317,7 @@ def test_rerankd_up_starts_everything_and_stops_on_sigterm(tmp_path: Path) -> No
         **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
         "PYTHONPATH": str(REPO),
         "RERANKD_MODEL": "slow",
-        "RERANKD_ENGINE": "tests.integration.conftest:SleepEngine",
+        "RERANKD_ENGINE": SLEEP_ENGINE,
     }
     log = tmp_path / "up.log"
     with log.open("wb") as fh:

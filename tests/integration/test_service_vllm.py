@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.integration.conftest import Service
+from tests.support.stack import Service
 
 pytestmark = pytest.mark.integration
 

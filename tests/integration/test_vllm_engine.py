@@ -30,7 +30,7 @@ from rerankd.types import (
     RerankRequest,
     SlidingWindowConfig,
 )
-from tests.integration.test_vllm_serve_openai import first_window, shared_server
+from tests.support.vllm_server import first_window, shared_server
 
 pytestmark = [
     pytest.mark.integration,

@@ -22,11 +22,10 @@ from rerankd.jobs import JobStore
 from rerankd.jobs.outbox import Outbox
 from rerankd.types import RerankRequest
 from rerankd.webhooks.dispatcher import Dispatcher
-from tests.integration.conftest import ALICE_WEBHOOK_SECRETS, WEBHOOK_SECRET, Service
+from tests.support.engines import SLEEP_ENGINE
+from tests.support.stack import ALICE_WEBHOOK_SECRETS, WEBHOOK_SECRET, Service
 
 pytestmark = pytest.mark.integration
-
-SLEEP_ENGINE = "tests.integration.conftest:SleepEngine"
 
 
 @dataclass

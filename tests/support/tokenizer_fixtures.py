@@ -4,7 +4,7 @@
 ``tokenizer.json``, minified and gzipped), ``tokenizer_config.json`` and ``chat_template.jinja``,
 extracted from the converted bundled model.  Regenerate from the model cache with
 
-    python -m tests.tokenizer_fixtures qwen2.5-coder-0.5b-instruct
+    python -m tests.support.tokenizer_fixtures qwen2.5-coder-0.5b-instruct
 
 and ``tests/integration/test_tokenizer_fixtures.py`` checks each fixture against its model
 whenever that model is cached.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rerankd.engines.hf_tokenizer import HFTokenizer
 
-FIXTURES = Path(__file__).parent / "unit" / "data" / "tokenizers"
+FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "data" / "tokenizers"
 PLAIN_FILES = ("tokenizer_config.json", "chat_template.jinja")
 
 

@@ -30,7 +30,7 @@ from rerankd.types import (
     RerankResult,
     SlidingWindowConfig,
 )
-from tests.unit.scripted_engine import ScriptedEngine
+from tests.support.scripted_engine import ScriptedEngine
 
 ICR = ICRConfig()
 

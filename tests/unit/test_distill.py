@@ -17,8 +17,7 @@ from rerankd.engines.base import Capability, CapabilityError
 from rerankd.engines.cross_encoder.student import NotAStudentError, read_card
 from rerankd.jobs.routing import strategy_queue
 from rerankd.types import Candidate, CascadeConfig, Query, RankedDoc, RerankRequest, RerankResult
-from tests.unit.scripted_engine import ScriptedEngine
-from tests.unit.test_jobs import anyio_backend  # noqa: F401
+from tests.support.scripted_engine import ScriptedEngine
 
 
 def _write_teach(tmp: Path, n: int = 6, k: int = 5) -> Path:

@@ -10,33 +10,9 @@ from pydantic import ValidationError
 
 from rerankd.feedback.refit import retrieve
 from rerankd.strategies import rerank
-from rerankd.types import Candidate, FeedbackRequest, Query, RerankRequest, SlidingWindowConfig
-from tests.unit.scripted_engine import ScriptedEngine
-
-
-def unit(v: np.ndarray) -> list[float]:
-    return [float(x) for x in v / np.linalg.norm(v)]
-
-
-def request(n: int = 6, feedback: dict | None = None, top_n: int | None = None) -> RerankRequest:  # type: ignore[type-arg]
-    # The scripted engine ranks by rel=N: the last candidate is the most relevant.
-    cands = [Candidate(docid=f"d{i}", text=f"passage {i} rel={i}") for i in range(n)]
-    return RerankRequest(
-        query=Query(qid="q", text="query"),
-        candidates=cands,
-        strategy=SlidingWindowConfig(),
-        top_n=top_n,
-        feedback=feedback,
-    )
-
-
-def embeddings(n: int, dim: int = 8) -> tuple[list[float], list[list[float]]]:
-    """A query closest to d0 and farthest from d{n-1}: the retriever's order is the reverse of
-    the teacher's."""
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=dim)
-    cands = [unit(base + 0.6 * i * rng.normal(size=dim)) for i in range(n)]
-    return unit(base), cands
+from rerankd.types import FeedbackRequest
+from tests.support.feedback import embeddings, request
+from tests.support.scripted_engine import ScriptedEngine
 
 
 def test_the_result_carries_a_query_vector_moved_toward_the_teacher() -> None:

@@ -19,7 +19,7 @@ from rerankd.engines.hf_tokenizer import HFTokenizer
 from rerankd.strategies import rerank
 from rerankd.strategies.first_tokens import identifier_token_ids, plan_identifiers
 from rerankd.types import Candidate, ChatMessage, FirstConfig, IdentifierRule, Query, RerankRequest
-from tests.unit.scripted_engine import ScriptedEngine, WordTokenizer
+from tests.support.scripted_engine import ScriptedEngine, WordTokenizer
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
@@ -109,7 +109,7 @@ QWEN = "qwen2.5-coder-0.5b-instruct"
 @pytest.fixture(scope="module")
 def qwen_tokenizer() -> HFTokenizer:
     """The bundled Qwen2.5 model's own tokenizer and chat template (committed fixture)."""
-    from tests.tokenizer_fixtures import load_fixture_tokenizer
+    from tests.support.tokenizer_fixtures import load_fixture_tokenizer
 
     return load_fixture_tokenizer(QWEN)
 

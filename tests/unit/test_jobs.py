@@ -10,19 +10,9 @@ import pytest
 
 from rerankd.api.metrics import render
 from rerankd.jobs import JobStore, body_hash, new_id
-from rerankd.types import Candidate, Query, RankedDoc, RerankRequest, RerankResult
+from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def redis_url(private_redis_url: str) -> str:
-    return private_redis_url
 
 
 @pytest.fixture
@@ -36,18 +26,6 @@ async def store(redis_url: str) -> AsyncIterator[JobStore]:
     await st.aclose()
 
 
-def _request(n: int = 3) -> RerankRequest:
-    return RerankRequest(query=Query(text="q"), candidates=[Candidate(docid=f"d{i}", text=f"t{i}") for i in range(n)])
-
-
-def _result() -> RerankResult:
-    return RerankResult(
-        ranking=[RankedDoc(docid="d0", rank=1, score=1.0, first_stage_rank=1)],
-        strategy="sliding_window",
-        model="m",
-    )
-
-
 async def _create(store: JobStore, **kw: object) -> str:
     job_id = new_id()
     max_attempts = int(kw.pop("max_attempts", 3))  # type: ignore[call-overload]
@@ -55,7 +33,7 @@ async def _create(store: JobStore, **kw: object) -> str:
         owner=str(kw.pop("owner", "alice")),
         model="m",
         queue=f"{store.prefix}.m",
-        request=_request(),
+        request=small_request(),
         deadline_s=10,
         max_attempts=max_attempts,
         **kw,  # type: ignore[arg-type]
@@ -69,7 +47,7 @@ async def test_create_get_and_history(store: JobStore) -> None:
     job_id = await _create(store)
     rec = await store.get(job_id)
     assert rec is not None and rec.status == "queued" and rec.attempts == 0 and rec.owner == "alice"
-    assert rec.request == _request() and rec.strategy == "sliding_window" and rec.created_at > 0
+    assert rec.request == small_request() and rec.strategy == "sliding_window" and rec.created_at > 0
     assert await store.get("job_missing") is None
     assert [h.split(" ", 1)[1] for h in await store.history(job_id)] == ["queued"]
     assert 0 < await store.r.ttl(store.job_key(job_id)) <= 60
@@ -77,7 +55,7 @@ async def test_create_get_and_history(store: JobStore) -> None:
 
 async def test_idempotency_and_queue_depth(store: JobStore) -> None:
     fields = store.job_fields(
-        owner="alice", model="m", queue=f"{store.prefix}.m", request=_request(), deadline_s=1, max_attempts=1
+        owner="alice", model="m", queue=f"{store.prefix}.m", request=small_request(), deadline_s=1, max_attempts=1
     )
     h1, h2 = body_hash({"a": 1, "b": 2}), body_hash({"b": 2, "a": 1})
     assert h1 == h2
@@ -96,15 +74,15 @@ async def test_idempotency_and_queue_depth(store: JobStore) -> None:
 async def test_claim_finish_exactly_once(store: JobStore) -> None:
     job_id = await _create(store)
     claim = await store.claim(job_id, "w1", lease_s=30, max_attempts=3)
-    assert claim.outcome == "claimed" and claim.attempt == 1 and claim.request == _request()
+    assert claim.outcome == "claimed" and claim.attempt == 1 and claim.request == small_request()
     again = await store.claim(job_id, "w2", lease_s=30, max_attempts=3)
     assert again.outcome == "busy" and 29 < again.retry_in <= 30
-    assert await store.finish(job_id, "w2", 1, "succeeded", ttl_s=60, result=_result()) is None
-    times = await store.finish(job_id, "w1", 1, "succeeded", ttl_s=60, result=_result())
+    assert await store.finish(job_id, "w2", 1, "succeeded", ttl_s=60, result=small_result()) is None
+    times = await store.finish(job_id, "w1", 1, "succeeded", ttl_s=60, result=small_result())
     assert times is not None and times[0] <= times[1] <= times[2]
     assert await store.finish(job_id, "w1", 1, "failed", ttl_s=60, error="late") is None
     rec = await store.get(job_id)
-    assert rec is not None and rec.status == "succeeded" and rec.result == _result() and rec.error is None
+    assert rec is not None and rec.status == "succeeded" and rec.result == small_result() and rec.error is None
     assert (await store.claim(job_id, "w3", lease_s=30, max_attempts=3)).outcome == "done"
     events = [h.split(" ")[1] for h in await store.history(job_id)]
     assert events == ["queued", "running", "succeeded"]
@@ -119,8 +97,8 @@ async def test_lost_worker_is_replaced_and_its_result_discarded(store: JobStore)
     second = await store.claim(job_id, "w2", lease_s=30, max_attempts=3)
     assert second.outcome == "claimed" and second.attempt == 2
     assert await store.renew([(job_id, 1)], "w1", 30) == [-1]
-    assert await store.finish(job_id, "w1", 1, "succeeded", ttl_s=60, result=_result()) is None
-    assert await store.finish(job_id, "w2", 2, "succeeded", ttl_s=60, result=_result()) is not None
+    assert await store.finish(job_id, "w1", 1, "succeeded", ttl_s=60, result=small_result()) is None
+    assert await store.finish(job_id, "w2", 2, "succeeded", ttl_s=60, result=small_result()) is not None
     events = [h.split(" ")[1] for h in await store.history(job_id)]
     assert events.count("succeeded") == 1 and events.count("running") == 2 and "lost" in events
 
@@ -233,7 +211,7 @@ async def test_create_pushes_the_celery_message_atomically(store: JobStore, redi
         k: v for k, v in reference["headers"].items() if k not in ("id", "root_id", "argsrepr", "origin")
     }
 
-    fields = store.job_fields(owner="a", model="m", queue=queue, request=_request(), deadline_s=1, max_attempts=1)
+    fields = store.job_fields(owner="a", model="m", queue=queue, request=small_request(), deadline_s=1, max_attempts=1)
     message = task_message("job_q", queue)
     assert (await store.create("job_q", fields, ttl_s=60, message=message)).outcome == "created"
     assert await store.r.lrange(queue, 0, -1) == [message.encode()]

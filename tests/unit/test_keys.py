@@ -15,13 +15,13 @@ from rerankd.jobs.keys import Keys, lane_key
 from rerankd.jobs.listing import Filters
 from rerankd.jobs.quotas import BATCH, INTERACTIVE
 from rerankd.jobs.record import new_id
-from tests.unit.test_jobs import _request, _result, anyio_backend, redis_url  # noqa: F401  (fixtures)
+from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:  # noqa: F811  (redis_url: the fixture)
+async def store(redis_url: str) -> AsyncIterator[JobStore]:
     st = JobStore.from_url(redis_url, f"test-keys-{secrets.token_hex(4)}")
     yield st
     keys = [k async for k in st.r.scan_iter(match=f"{st.prefix}*")]
@@ -37,7 +37,7 @@ async def _create(store: JobStore, owner: str = "alice", priority: int = 0, call
         owner=owner,
         model="m",
         queue=f"{store.prefix}.m",
-        request=_request(),
+        request=small_request(),
         deadline_s=10,
         max_attempts=3,
         callback_url=callback_url,
@@ -58,7 +58,7 @@ async def test_scripts_write_the_keys_keys_names(store: JobStore) -> None:
     assert await store.r.hgetall(k.metric("g:jobs_by_status"))
     await store.claim(job_id, "w", 30, 3)
     assert await store.r.zscore(k.leases, job_id) is not None
-    await store.finish(job_id, "w", 1, "succeeded", ttl_s=60, result=_result())
+    await store.finish(job_id, "w", 1, "succeeded", ttl_s=60, result=small_result())
     assert await store.r.zscore(k.leases, job_id) is None
     assert await store.r.zscore(k.outbox_due, job_id) is not None  # a callback is due
     assert await store.finished_per_minute([int(time.time() // 60)]) in ([1], [0])  # 0: the minute turned

@@ -16,10 +16,10 @@ import rerankd.strategies.icr as icr
 import rerankd.strategies.sliding_window as sliding_window
 from rerankd.strategies import rerank
 from rerankd.types import FirstConfig, RerankRequest, SlidingWindowConfig
-from tests.unit.scripted_engine import ScriptedEngine
-from tests.unit.test_feedback_request import embeddings
-from tests.unit.test_feedback_request import request as feedback_request
-from tests.unit.test_icr import StubAttentionEngine, make_request
+from tests.support.feedback import embeddings
+from tests.support.feedback import request as feedback_request
+from tests.support.icr import StubAttentionEngine, make_request
+from tests.support.scripted_engine import ScriptedEngine
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:

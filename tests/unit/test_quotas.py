@@ -13,13 +13,13 @@ from rerankd.api.metrics import render
 from rerankd.config import QuotaOverride, Settings
 from rerankd.jobs import JobStore, body_hash, new_id
 from rerankd.jobs.quotas import BATCH, LOW, Quota, cohere_lane, lane_key
-from tests.unit.test_jobs import _request, _result, anyio_backend, redis_url  # noqa: F401
+from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:  # noqa: F811
+async def store(redis_url: str) -> AsyncIterator[JobStore]:
     prefix = f"testq-{secrets.token_hex(4)}"
     st = JobStore.from_url(redis_url, prefix)
     yield st
@@ -39,7 +39,7 @@ async def _create(store: JobStore, quota: Quota | None = None, owner: str = "ali
         owner=owner,
         model="m",
         queue=f"{store.prefix}.m",
-        request=_request(),
+        request=small_request(),
         deadline_s=10,
         max_attempts=3,
         priority=priority,
@@ -68,7 +68,7 @@ async def test_jobs_in_flight_follow_every_transition(store: JobStore) -> None:
     g = await _gauges(store)
     assert g["g:jobs_by_status"] == {'{"model":"m","status":"queued"}': 2, '{"model":"m","status":"running"}': 1}
     assert g["q:inflight"]["alice"] == 2
-    await store.finish(a, "w", 1, "succeeded", ttl_s=60, result=_result())
+    await store.finish(a, "w", 1, "succeeded", ttl_s=60, result=small_result())
     assert (await _gauges(store))["q:inflight"]["alice"] == 1
     c = await _create(store, q)
     assert not c.startswith("quota")
@@ -124,7 +124,7 @@ async def test_batch_submit_is_atomic_and_idempotent(store: JobStore) -> None:
                 owner="alice",
                 model="m",
                 queue=queue,
-                request=_request(),
+                request=small_request(),
                 deadline_s=10,
                 max_attempts=3,
                 kind="batch",
@@ -162,7 +162,7 @@ async def test_batch_submit_is_atomic_and_idempotent(store: JobStore) -> None:
     ids = await store.batches.item_ids("batch_1", 1, 5)
     assert ids == [first[1][0], first[2][0]]
     assert (await store.claim(ids[0], "w", 30, 3)).outcome == "claimed"
-    await store.finish(ids[0], "w", 1, "succeeded", ttl_s=60, result=_result())
+    await store.finish(ids[0], "w", 1, "succeeded", ttl_s=60, result=small_result())
     await store.cancel(ids[1], "alice")
     info = await store.batches.info("batch_1")
     assert info is not None
@@ -174,7 +174,7 @@ async def test_batch_submit_is_atomic_and_idempotent(store: JobStore) -> None:
 async def test_a_record_that_expires_unfinished_stops_counting(store: JobStore) -> None:
     q = _quota(jobs_in_flight=1)
     fields = store.job_fields(
-        owner="alice", model="m", queue=f"{store.prefix}.m", request=_request(), deadline_s=10, max_attempts=3
+        owner="alice", model="m", queue=f"{store.prefix}.m", request=small_request(), deadline_s=10, max_attempts=3
     )
     assert (await store.create(new_id(), fields, ttl_s=1, quota=q)).outcome == "created"
     assert (await store.create(new_id(), fields, ttl_s=1, quota=q)).outcome == "quota"

@@ -12,13 +12,12 @@ import pytest
 from rerankd.jobs import JobStore, new_id
 from rerankd.jobs.reaper import LeaseReaper
 from rerankd.types import Candidate, Query, RankedDoc, RerankRequest, RerankResult
-from tests.unit.test_jobs import anyio_backend, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:  # noqa: F811
+async def store(redis_url: str) -> AsyncIterator[JobStore]:
     prefix = f"test-{secrets.token_hex(4)}"
     st = JobStore.from_url(redis_url, prefix)
     yield st
@@ -117,7 +116,7 @@ async def test_finished_or_vanished_jobs_leave_the_index(store: JobStore) -> Non
     assert await store.r.zcard(leases) == 0
 
 
-async def test_a_message_delivered_but_never_claimed_is_requeued(store: JobStore, redis_url: str) -> None:  # noqa: F811
+async def test_a_message_delivered_but_never_claimed_is_requeued(store: JobStore, redis_url: str) -> None:
     from rerankd.jobs.messages import task_message
 
     queue = f"{store.prefix}.m"
@@ -147,7 +146,7 @@ async def test_a_message_delivered_but_never_claimed_is_requeued(store: JobStore
 
 async def test_a_message_popped_by_a_worker_that_died_before_recording_it_is_requeued(
     store: JobStore,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     """kombu BRPOPs before it records the message in ``unacked``: the queued index finds the job."""
     from rerankd.jobs.messages import task_message

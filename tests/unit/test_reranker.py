@@ -1,5 +1,5 @@
 from rerankd import Reranker
-from tests.unit.scripted_engine import ScriptedEngine
+from tests.support.scripted_engine import ScriptedEngine
 
 
 def test_one_call_api_with_strings_and_dicts() -> None:

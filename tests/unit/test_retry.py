@@ -18,7 +18,7 @@ from rerankd.engines.openai.retry import (
     call_with_retries,
     is_retryable,
 )
-from tests.unit.test_openai_engine import (
+from tests.support.openai_server import (
     Reply,
     ScriptedServer,
     chat_reply,

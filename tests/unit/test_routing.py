@@ -25,8 +25,7 @@ from rerankd.jobs.routing import (
 )
 from rerankd.strategies import get_strategy
 from rerankd.types import Candidate, Query, RerankRequest
-from tests.unit.scripted_engine import ScriptedEngine
-from tests.unit.test_jobs import anyio_backend, redis_url  # noqa: F401
+from tests.support.scripted_engine import ScriptedEngine
 
 GEN, LOGP, ATT = Capability.GENERATE, Capability.LOGPROBS, Capability.ATTENTION
 STRATEGIES = {
@@ -131,7 +130,7 @@ def test_a_worker_consumes_exactly_its_queues() -> None:
     assert sorted(Sender.app.amqp.queues.consume_from) == ["p.m.attention", "p.m.logprobs"]
 
 
-def test_strict_lane_order_holds_across_a_workers_queues(redis_url: str) -> None:  # noqa: F811
+def test_strict_lane_order_holds_across_a_workers_queues(redis_url: str) -> None:
     """kombu's BRPOP over several queues asks every interactive lane, then every low lane, then every
     batch lane: a batch job of one queue never passes an interactive job of another."""
     from kombu import Consumer, Queue

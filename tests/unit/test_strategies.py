@@ -16,7 +16,7 @@ from rerankd.types import (
     SlidingWindowConfig,
     StrategyConfig,
 )
-from tests.unit.scripted_engine import ScriptedEngine, WordTokenizer
+from tests.support.scripted_engine import ScriptedEngine, WordTokenizer
 
 
 def make_request(n: int, strategy: StrategyConfig, qid: str = "q1") -> RerankRequest:
