@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ def stack(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.TempPa
 
 
 def _cli(*args: str) -> list[str]:
-    return ["python", "-m", "rerankd", *args]
+    return [sys.executable, "-m", "rerankd", *args]
 
 
 def _job(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
