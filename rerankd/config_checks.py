@@ -16,15 +16,18 @@ from typing import Any
 __all__ = [
     "CLIENT_ENV",
     "MAX_ACTIVE_SECRETS",
+    "check_broker_url",
     "check_cidrs",
     "check_delays",
     "check_environment",
     "check_file_exists",
+    "check_metrics_key",
     "check_optional_device",
     "check_optional_dtype",
     "check_toml_keys",
     "check_webhook_secret",
     "check_webhook_secrets",
+    "is_amqp",
     "parse_api_keys",
     "shown",
     "split_commas",
@@ -35,6 +38,27 @@ CLIENT_ENV = frozenset({"RERANKD_API_URL", "RERANKD_URL", "RERANKD_API_KEY", "RE
 
 MAX_ACTIVE_SECRETS = 2
 """Webhook secrets of one API key at once: the new and the old one during a rotation."""
+
+
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+"""``RERANKD_BROKER_URL`` schemes of RabbitMQ (kombu's py-amqp transport)."""
+
+
+def is_amqp(url: str | None) -> bool:
+    """Whether ``url`` names a RabbitMQ broker."""
+    return bool(url) and str(url).split("://", 1)[0].lower() in AMQP_SCHEMES
+
+
+def check_broker_url(url: str | None) -> str | None:
+    """``RERANKD_BROKER_URL``: unset, or an AMQP URL (the Redis broker is the job store itself:
+    its scripts push messages into its lists, so another Redis cannot be the broker)."""
+    if url is None or is_amqp(url):
+        return url
+    raise ValueError(
+        f"RERANKD_BROKER_URL={url.split('://', 1)[0]}://...: expected amqp://user:password@host:5672/vhost "
+        "(RabbitMQ); the Redis broker is the job store's own Redis (RERANKD_REDIS_URL): leave "
+        "RERANKD_BROKER_URL unset for it"
+    )
 
 
 def check_webhook_secret(secret: str) -> str:
@@ -164,6 +188,31 @@ def parse_api_keys(api_keys: str | None, api_keys_file: Path | None) -> dict[str
     return keys
 
 
+def check_metrics_key(metrics_key: str | None, api_keys: Mapping[str, str]) -> None:
+    """``RERANKD_METRICS_KEY`` must be non-blank and no tenant's API key (which would then see every tenant)."""
+    if metrics_key is None:
+        return
+    if not metrics_key.strip():
+        raise ValueError("RERANKD_METRICS_KEY is blank; unset it or give it a key")
+    if metrics_key.strip() in api_keys:
+        raise ValueError(
+            f"RERANKD_METRICS_KEY is also the API key of {api_keys[metrics_key.strip()]!r}; use another key"
+        )
+
+
 def shown(default: str) -> dict[str, Any]:
     """A field's ``json_schema_extra`` naming its default in words (docs/settings.md)."""
     return {"shown_default": default}
+
+
+def interactive_slots(setting: int | None, concurrency: int) -> int:
+    """The slots of a worker that batch jobs never take: ``setting``, or 1 (0 when the worker runs one
+    job at a time, so that batches still run).  At least one slot must stay for batches."""
+    if setting is None:
+        return 1 if concurrency > 1 else 0
+    if setting >= concurrency:
+        raise ValueError(
+            f"RERANKD_INTERACTIVE_SLOTS={setting} must be below RERANKD_WORKER_CONCURRENCY={concurrency} "
+            "(batch jobs need at least one slot)"
+        )
+    return setting

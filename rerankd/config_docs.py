@@ -14,8 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 
 from rerankd.config import ENV_PREFIX, Settings
+from rerankd.config_sections import LimitSettings, WebhookSettings
 
 __all__ = ["DOC_PATH", "default_text", "settings_markdown"]
 
@@ -71,16 +73,35 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def settings_markdown() -> str:
-    """The whole text of docs/settings.md."""
-    rows = [("`RERANKD_CONFIG`", "unset", "TOML file with any of the settings below.")]
-    for name, field in Settings.model_fields.items():
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    table = ["| Setting (environment variable) | Default | Meaning |", "| --- | --- | --- |"]
+    return "\n".join(table + [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} |" for a, b, c in rows])
+
+
+def _rows(fields: dict[str, FieldInfo]) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, field in fields.items():
         if not field.description:
             raise ValueError(f"setting {name!r} has no description (rerankd/config.py)")
         rows.append((f"`{ENV_PREFIX}{name.upper()}`", default_text(field), field.description))
-    table = ["| Setting (environment variable) | Default | Meaning |", "| --- | --- | --- |"]
-    table += [f"| {_cell(a)} | {_cell(b)} | {_cell(c)} |" for a, b, c in rows]
-    return f"{INTRO}\n" + "\n".join(table) + f"\n\n{OUTRO}"
+    return rows
+
+
+def settings_markdown() -> str:
+    """The whole text of docs/settings.md: the service's settings, then each group's
+    (:mod:`rerankd.config_sections`) under its own heading."""
+    groups: list[tuple[str, type[BaseSettings]]] = [
+        ("Limits and quotas", LimitSettings),
+        ("Webhooks", WebhookSettings),
+    ]
+    grouped = {name for _, g in groups for name in g.model_fields}
+    own = {n: f for n, f in Settings.model_fields.items() if n not in grouped}
+    rows = [("`RERANKD_CONFIG`", "unset", "TOML file with any of the settings below."), *_rows(own)]
+    parts = [INTRO, _table(rows)]
+    for title, group in groups:
+        doc = (group.__doc__ or "").strip()
+        parts += [f"\n## {title}\n\n{doc}\n", _table(_rows(dict(group.model_fields)))]
+    return "\n".join(parts) + f"\n\n{OUTRO}"
 
 
 def main(argv: list[str]) -> int:

@@ -8,6 +8,7 @@ missing extra is one clear message instead of an ``ImportError`` deep in a stack
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Mapping
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
@@ -28,7 +29,16 @@ class MissingExtraError(ImportError):
 def require(extra: str, what: str) -> None:
     """Raise :class:`MissingExtraError` naming ``pip install 'rerankd[extra]'`` when a module of
     ``extra`` is not importable; ``what`` says what needed it (``"the hf engine"``)."""
-    missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    missing = [m for m in EXTRAS[extra] if not _importable(m)]
     if missing:
         line = f"pip install 'rerankd[{extra}]'"
         raise MissingExtraError(f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): {line}")
+
+
+def _importable(module: str) -> bool:
+    # kombu and celery replace their own module object when imported (a lazy module without
+    # __spec__), which find_spec reports as ValueError: imported means importable.
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return module in sys.modules

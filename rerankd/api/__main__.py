@@ -1,4 +1,8 @@
-"""``python -m rerankd.api [--host H] [--port P]``: serve the API with uvicorn."""
+"""``python -m rerankd.api [--host H] [--port P]``: serve the API with uvicorn.
+
+uvicorn runs the protocol of :func:`rerankd.api.protocol.http_protocol` (its own, but refusing a
+malformed request in the API's error shape); every launcher starts the API through this module.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from rerankd.api.app import create_app
+    from rerankd.api.protocol import http_protocol
 
     s = get_settings()
     parser = argparse.ArgumentParser(prog="python -m rerankd.api", description="Serve the rerankd API.")
@@ -30,12 +35,14 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            http=http_protocol(),
             access_log=not args.no_access_log,
             log_level=s.log_level.lower(),
         )
     else:
         uvicorn.run(
             create_app(s),
+            http=http_protocol(),
             host=args.host,
             port=args.port,
             access_log=not args.no_access_log,

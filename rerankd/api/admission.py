@@ -119,10 +119,11 @@ class Admission:
             raise ApiError(404, str(e.args[0]), code="unknown_model") from None
         return Target(model, strategy, self.settings.key_prefix)
 
-    def check(self, ask: Ask, where: str = "") -> Admitted | None:
+    def check(self, ask: Ask, where: str = "") -> Admitted:
         """Every check of ``ask`` but its callback's (:meth:`check_callback`, which resolves DNS),
-        in one order; ``None`` when it has no documents (nothing to rank).  ``where`` prefixes
-        the messages and fields (``line 3: ``)."""
+        in one order; 422 when it has no documents (the request models say so first: Cohere's
+        ``documents``, TEI's ``texts``, our ``candidates``).  ``where`` prefixes the messages
+        and fields (``line 3: ``)."""
         target = self.resolve(ask.model)
         try:
             check_texts(self.settings, ask.query, ask.texts, field=ask.field)
@@ -131,7 +132,7 @@ class Admission:
             raise
         check_documents(self.settings, ask.documents)
         if not ask.texts:
-            return None
+            raise ApiError(422, f"{where}{ask.field}: at least 1 item is needed", field=where + ask.field, limit=1)
         req = ask.build(target.strategy)
         check_fields(self.settings, req, where)
         return Admitted(target, req, self.deadline(ask.deadline_s), ask.priority, ask.callback_url)

@@ -10,6 +10,7 @@ have one shape (:mod:`rerankd.api.errors`), and Redis or broker trouble answers 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from rerankd.api.body import BodyGuardMiddleware
 from rerankd.api.routers import ROUTERS
 from rerankd.api.service import JobService
 from rerankd.config import Settings, get_settings
-from rerankd.jobs import JobStore
+from rerankd.jobs.brokers import open_store
 
 __all__ = ["create_app"]
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    store = JobStore.from_url(settings.broker_url, settings.key_prefix, timeout_s=settings.redis_timeout_s)
+    store = open_store(settings)
     admission = Admission(settings)
     svc = JobService(settings, store, admission)
     batches = BatchService(settings, store, admission)
@@ -49,9 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             log.info("API keys enforced for %d owner(s)", len(set(svc.auth.keys.values())))
         await svc.start()
+        # RabbitMQ: republish the messages a crash left in the broker outbox (rerankd.jobs.relay)
+        relay = asyncio.create_task(store.broker_outbox.run()) if store.broker_outbox else None
         try:
             yield
         finally:
+            if relay is not None:
+                relay.cancel()
             await svc.stop()
 
     app = FastAPI(title="rerankd", version="0.1.0", lifespan=lifespan)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from rerankd.api import batch_views
 from rerankd.api.admission import Admission, Ask, NewJob, check_custom_id
+from rerankd.api.body import MAX_INT_DIGITS, integer_message, long_integer
 from rerankd.api.creation import JobCreator
 from rerankd.api.errors import ApiError, LimitError, validation_message
 from rerankd.api.schemas import BatchBody, BatchLine
@@ -53,6 +54,11 @@ class BatchService:
         seen: set[str] = set()
         for n, text in lines:
             where = f"line {n}: "
+            long = long_integer(text)
+            if long is not None:
+                raise ApiError(
+                    422, where + integer_message(*long), code="over_limit", field=f"line {n}", limit=MAX_INT_DIGITS
+                )
             try:
                 line = BatchLine.model_validate_json(text)
                 body = BatchBody.model_validate(line.body)
@@ -63,7 +69,6 @@ class BatchService:
                 raise ApiError(422, f"{where}custom_id {line.custom_id!r} is duplicated", field=f"line {n}")
             seen.add(line.custom_id)
             admitted = self.admission.check(Ask.of(body, model, priority=BATCH), where=where)
-            assert admitted is not None  # our shape has at least one candidate
             jobs.append(self.admission.job(owner, admitted, "batch", batch_id=batch_id, custom_id=line.custom_id))
         return jobs
 

@@ -1,12 +1,18 @@
-"""Request bodies checked before any parser sees them: size, encoding and JSON nesting depth.
+"""Request bodies checked before any parser sees them: size, read time, encoding, JSON nesting
+depth and integer length.
 
 :class:`BodyGuardMiddleware` reads the body (to its limit), then answers 413/422 in the error
 shape of :mod:`rerankd.api.errors`, naming the limit, or hands the whole body on to the app.
-An over-limit body is drained (up to a bound) so the keep-alive connection stays usable.
+An over-limit body is drained (up to a bound) so the keep-alive connection stays usable.  A
+client that stops sending before the end of its body gets 408 after RERANKD_BODY_TIMEOUT_S and
+the connection is closed (uvicorn itself would wait forever).  An integer literal longer than
+:data:`MAX_INT_DIGITS` is refused naming its field (:func:`long_integer`, also used for batch
+lines): Python's parser would fail on 4,300 digits with a 400 that names nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import re
@@ -14,13 +20,25 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rerankd.api.errors import error_body, limit_message
+from rerankd.api.errors import default_code, error_body, limit_message
 from rerankd.config import Settings
 
-__all__ = ["JSON_PATHS", "MAX_JSON_DEPTH", "BodyGuardMiddleware", "json_depth", "json_encoding_error"]
+__all__ = [
+    "JSON_PATHS",
+    "MAX_INT_DIGITS",
+    "MAX_JSON_DEPTH",
+    "BodyGuardMiddleware",
+    "integer_message",
+    "json_depth",
+    "json_encoding_error",
+    "long_integer",
+]
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays/objects a JSON body may have (ours need 4)."""
+
+MAX_INT_DIGITS = 18
+"""Digits of an integer in a JSON body (every such integer fits in 64 bits; ours need at most 7)."""
 
 JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/v1/jobs"})
 """The routes whose body is one JSON document (batch files are checked line by line)."""
@@ -28,6 +46,7 @@ JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/v1/jobs"})
 _DRAIN_BYTES = 16 * 1024 * 1024  # read at most this much past a limit before closing instead
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKETS = re.compile(rb"[\[\]{}]")
+_LONG_DIGITS = re.compile(rb"\d{%d}" % (MAX_INT_DIGITS + 1))
 _BOMS = [
     (codecs.BOM_UTF32_LE, "UTF-32LE"),
     (codecs.BOM_UTF32_BE, "UTF-32BE"),
@@ -73,6 +92,48 @@ def json_encoding_error(data: bytes, content_type: str) -> str | None:
     return None
 
 
+class _LongInt:
+    """Stands, in a parsed body, for an integer literal of more than :data:`MAX_INT_DIGITS` digits."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _LongInt:
+    digits = len(text) - text.startswith("-")
+    return _LongInt(digits) if digits > MAX_INT_DIGITS else int(text)
+
+
+def _find_long(value: Any, path: tuple[str, ...]) -> tuple[str, int] | None:
+    if isinstance(value, _LongInt):
+        return ".".join(path) or "body", value.digits
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _find_long(item, (*path, str(key)))
+        if found is not None:
+            return found
+    return None
+
+
+def long_integer(data: bytes | str) -> tuple[str, int] | None:
+    """``(field, digits)`` of the first integer literal of the JSON text ``data`` with more than
+    :data:`MAX_INT_DIGITS` digits (field dotted as in validation errors: ``top_n``,
+    ``candidates.0.x``), else ``None`` (also for text that is not JSON: its parser says why)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_DIGITS.search(raw) is None:  # cheap: no run of that many digits anywhere
+        return None
+    try:
+        parsed = json.loads(data, parse_int=_parse_int)
+    except (ValueError, RecursionError):
+        return None
+    return _find_long(parsed, ())
+
+
+def integer_message(field: str, digits: int) -> str:
+    """E.g. ``top_n: an integer of 5000 digits exceeds the limit of 18 digits``."""
+    return f"{field}: an integer of {digits} digits exceeds the limit of {MAX_INT_DIGITS} digits"
+
+
 def _header(scope: Scope, name: bytes) -> str:
     for k, v in scope.get("headers", []):
         if k == name:
@@ -101,8 +162,10 @@ class BodyGuardMiddleware:
         path = scope.get("path", "")
         limit, setting = self._limit(path)
         length = _header(scope, b"content-length")
+        timeout = self.settings.body_timeout_s
         if length.isdigit() and int(length) > limit:
-            drained = int(length) <= limit + _DRAIN_BYTES and await _drain(receive, 0, limit + _DRAIN_BYTES)
+            cap = limit + _DRAIN_BYTES
+            drained = int(length) <= cap and await _drain(receive, 0, cap, timeout)
             text = limit_message("body", int(length), "bytes", limit, setting)
             await _reply(send, 413, text, close=not drained, limit=limit, setting=setting)
             return
@@ -110,14 +173,17 @@ class BodyGuardMiddleware:
         seen = 0
         more = True
         while more:
-            message = await receive()
+            message = await _within(receive, timeout)
+            if message is None:
+                await _stalled(send, timeout, seen)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             seen += len(chunk)
             more = bool(message.get("more_body", False))
             if seen > limit:
-                drained = not more or await _drain(receive, seen, limit + _DRAIN_BYTES)
+                drained = not more or await _drain(receive, seen, limit + _DRAIN_BYTES, timeout)
                 text = limit_message("body", seen, "bytes", limit, setting)
                 await _reply(send, 413, text, close=not drained, limit=limit, setting=setting)
                 return
@@ -132,6 +198,11 @@ class BodyGuardMiddleware:
             if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
                 text = f"body: JSON nested deeper than the limit of {MAX_JSON_DEPTH} levels"
                 await _reply(send, 422, text, code="too_deep", limit=MAX_JSON_DEPTH)
+                return
+            found = long_integer(body)
+            if found is not None:
+                text = integer_message(*found)
+                await _reply(send, 422, text, code="over_limit", field=found[0], limit=MAX_INT_DIGITS)
                 return
         await self.app(scope, _replay(body, receive), send)
 
@@ -149,11 +220,25 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _drain(receive: Receive, seen: int, cap: int) -> bool:
-    """Read and drop the rest of a body; ``False`` if it goes past ``cap`` bytes or the client left."""
+async def _within(receive: Receive, timeout: float) -> Message | None:
+    """The next message, or ``None`` when the client sent nothing for ``timeout`` seconds."""
+    try:
+        return await asyncio.wait_for(receive(), timeout)
+    except TimeoutError:
+        return None
+
+
+async def _stalled(send: Send, timeout: int, seen: int) -> None:
+    text = f"body: no data for {timeout} s after {seen} bytes, before the body's end (RERANKD_BODY_TIMEOUT_S)"
+    await _reply(send, 408, text, close=True, limit=timeout, setting="RERANKD_BODY_TIMEOUT_S")
+
+
+async def _drain(receive: Receive, seen: int, cap: int, timeout: float) -> bool:
+    """Read and drop the rest of a body; ``False`` if it goes past ``cap`` bytes, stalls for
+    ``timeout`` seconds or the client left."""
     while seen <= cap:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+        message = await _within(receive, timeout)
+        if message is None or message["type"] == "http.disconnect":
             return False
         seen += len(message.get("body", b""))
         if not message.get("more_body", False):
@@ -169,9 +254,10 @@ async def _reply(
     code: str | None = None,
     limit: int | None = None,
     setting: str | None = None,
+    field: str = "body",
 ) -> None:
-    code = code or ("too_large" if status == 413 else "invalid_request")
-    body = json.dumps(error_body(message, code, field="body", limit=limit, setting=setting)).encode()
+    code = code or default_code(status)
+    body = json.dumps(error_body(message, code, field=field, limit=limit, setting=setting)).encode()
     headers: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))

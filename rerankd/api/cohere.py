@@ -43,7 +43,7 @@ class CohereRerankRequest(BaseModel):
 
     model: str | None = None
     query: str
-    documents: list[str | dict[str, Any]]
+    documents: list[str | dict[str, Any]] = Field(min_length=1)
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(

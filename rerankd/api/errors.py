@@ -18,6 +18,8 @@ __all__ = [
     "default_code",
     "error_body",
     "limit_message",
+    "validation_field",
+    "validation_limit",
     "validation_message",
 ]
 
@@ -27,6 +29,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -122,4 +125,19 @@ def validation_field(errors: Iterable[Any]) -> str | None:
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if loc:
             return ".".join(loc)
+    return None
+
+
+_LIMIT_KEYS = ("min_length", "max_length", "ge", "le", "gt", "lt")
+
+
+def validation_limit(errors: Iterable[Any]) -> int | None:
+    """The integer bound the first validation error broke (``min_length`` 1 of an empty list...), if any."""
+    for err in errors:
+        ctx = err.get("ctx") or {}
+        for key in _LIMIT_KEYS:
+            value = ctx.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return None
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +12,14 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rerankd.api.errors import ApiError, default_code, error_body, validation_field, validation_message
+from rerankd.api.errors import (
+    ApiError,
+    default_code,
+    error_body,
+    validation_field,
+    validation_limit,
+    validation_message,
+)
 from rerankd.config import Settings
 from rerankd.jobs import StoreUnavailable
 
@@ -28,14 +36,14 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        body = error_body(validation_message(errors), "invalid_request", field=validation_field(errors))
+        body = _invalid_body(errors)
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(ValidationError)
     async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
         # a model built from request data inside a route: still the caller's input at fault
         errors = exc.errors()
-        body = error_body(validation_message(errors), "invalid_request", field=validation_field(errors))
+        body = _invalid_body(errors)
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -51,6 +59,12 @@ def install(app: FastAPI, settings: Settings) -> None:
             status_code=503,
             headers={"Retry-After": str(settings.retry_after_s)},
         )
+
+
+def _invalid_body(errors: Any) -> dict[str, Any]:
+    """A 422's body: the message, the field and (when pydantic names one) the limit."""
+    message = validation_message(errors)
+    return error_body(message, "invalid_request", field=validation_field(errors), limit=validation_limit(errors))
 
 
 class ErrorShieldMiddleware:

@@ -6,6 +6,9 @@ replica exports the same global totals at scrape time, plus live gauges (queue d
 from LLEN, jobs by status and jobs in flight per key from counters the job scripts keep, live
 workers).  Scrape one API replica (or aggregate with ``max``), not all of them summed.  The cost
 of a scrape does not depend on the number of stored jobs: it reads a fixed set of hashes.
+
+Tenant names appear only in ``rerankd_jobs_in_flight{key=...}``: the metrics key sees every
+key's series, an API key only its own (``render(..., owner=...)``; docs/api.md).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def _families(
     workers: list[dict[str, str]],
     gauges: dict[str, dict[str, float]],
     in_flight: dict[str, int],
+    viewer: str | None = None,
 ) -> list[Metric]:
     out: list[Metric] = []
     for name in GAUGES:
@@ -60,7 +64,8 @@ def _families(
     )
     for owner, v in sorted(in_flight.items()):
         key, _, kind = owner.partition("|")
-        flight.add_metric([key, kind or "interactive"], v)
+        if viewer is None or key == viewer:
+            flight.add_metric([key, kind or "interactive"], v)
     out.append(flight)
     for name, rows in sorted(counters.items()):
         parsed = [(json.loads(lab), v) for lab, v in rows.items()]
@@ -110,8 +115,9 @@ def _families(
     return out
 
 
-async def render(store: JobStore, queues: Iterable[str]) -> bytes:
-    """The Prometheus exposition text of the global metrics."""
+async def render(store: JobStore, queues: Iterable[str], owner: str | None = None) -> bytes:
+    """The Prometheus exposition text of the global metrics; with ``owner``, the per-key series of
+    that API key only (other tenants' names are left out)."""
     counters, histograms = await store.read_metrics()
     gauges = await store.read_metric_hashes([f"g:{n}" for n in GAUGES])
     in_flight = await store.in_flight()
@@ -120,5 +126,5 @@ async def render(store: JobStore, queues: Iterable[str]) -> bytes:
     lengths = await store.lane_depths(names)
     depths = {(q, LANE_NAMES[lane]): n for q, by_lane in lengths.items() for lane, n in by_lane.items()}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Static(_families(counters, histograms, depths, workers, gauges, in_flight)))
+    registry.register(_Static(_families(counters, histograms, depths, workers, gauges, in_flight, owner)))
     return generate_latest(registry)

@@ -20,7 +20,7 @@ from rerankd.api.errors import ApiError
 from rerankd.api.schemas import JobCreate
 from rerankd.api.waiter import JobWaiter
 from rerankd.config import Settings
-from rerankd.jobs import JobRecord, JobStore, body_hash, new_id, views
+from rerankd.jobs import JobRecord, JobStore, body_hash, views
 from rerankd.types import RerankRequest, RerankResult
 
 __all__ = ["ERROR_STATUS", "JobService", "Ranked", "Submitted"]
@@ -48,7 +48,7 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Ranked:
-    """A sync rerank's answer: the job id and its result (``None``: there was nothing to rank)."""
+    """A sync rerank's answer: the job id and its result (``None`` only from a record without one)."""
 
     job_id: str
     result: RerankResult | None
@@ -63,7 +63,7 @@ class JobService:
         self.admission = admission
         self.creator = JobCreator(settings, store)
         self.waiter = JobWaiter(store)
-        self.auth = Authenticator(settings.api_key_map())
+        self.auth = Authenticator(settings.api_key_map(), settings.metrics_key)
 
     async def start(self) -> None:
         self.waiter.start()
@@ -84,7 +84,6 @@ class JobService:
     async def submit_job(self, owner: str, body: JobCreate, idempotency_key: str | None = None) -> Submitted:
         """``POST /v1/jobs``: check, create and queue a job (or replay the Idempotency-Key's job)."""
         admitted = self.admission.check(Ask.of(body))
-        assert admitted is not None  # our shape has at least one candidate
         await self.admission.check_callback(owner, admitted.callback_url)
         key = self.admission.idempotency_key(idempotency_key)
         idem = (owner, key, body_hash(body.model_dump(mode="json"))) if key else None
@@ -106,11 +105,10 @@ class JobService:
         Timeout or a lost worker: 503 with Retry-After; the job is expired (still queued) or
         cancelled (running), never left to run for nobody."""
         admitted = self.admission.check(ask)
-        if admitted is None:
-            return Ranked(new_id("job"), None)
         timeout = self.admission.sync_timeout(prefer)
         quota = self.admission.quota(owner, len(admitted.request.candidates))
         job = self.admission.job(owner, admitted, "rerank", expires_in=timeout)
+        job.fields["reply_to"] = self.waiter.inbox  # the finished record comes to this process
         fut = self.waiter.register(job.id)
         try:
             await self.creator.create(job, quota)

@@ -58,6 +58,8 @@ class CalibrationSet:
 
     def find(self, strategy: StrategyConfig) -> Calibration | None:
         """The calibration for ``strategy`` (name and every setting), or ``None``."""
+        if not self._by_key:  # the usual case: no hash of the settings for every job
+            return None
         hit = self._by_key.get((strategy.name, settings_key(strategy)))
         return hit[1] if hit is not None else None
 

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from rerankd.jobs.keys import Keys
 from rerankd.jobs.quotas import Quota
 from rerankd.jobs.record import TERMINAL, CreateResult
+from rerankd.jobs.relay import BrokerOutbox
 from rerankd.jobs.scripts import lua
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
@@ -29,6 +30,8 @@ class BatchStore:
         self.keys = keys
         self.prefix = keys.prefix
         self._submit = client.register_script(lua("create_batch"))
+        self.broker_outbox: BrokerOutbox | None = None
+        """RabbitMQ broker only: messages go there (:meth:`rerankd.jobs.store.JobStore.use_broker_outbox`)."""
 
     def batch_key(self, batch_id: str) -> str:
         return self.keys.batch(batch_id)
@@ -60,6 +63,8 @@ class BatchStore:
         job_args: list[Any] = []
         for job_id, fields, message in jobs:
             lane = self.keys.lane(fields["queue"], int(fields.get("priority", 0)))
+            if self.broker_outbox is not None:
+                lane = self.broker_outbox.key
             key = (fields["queue"], lane, fields.get("model", ""))
             queues[key] = queues.get(key, 0) + 1
             job_args += [job_id, message, lane, len(fields)]
@@ -86,6 +91,8 @@ class BatchStore:
             args += quota.script_args(self.prefix)
         keys = [self.batch_key(batch_id), self.batch_items_key(batch_id), idem_key]
         out = await self._submit(keys=keys, args=args)
+        if out[0] == b"created" and self.broker_outbox is not None:
+            await self.broker_outbox.publish([message for _, _, message in jobs])
         if out[0] == b"quota":
             retry = float(out[3]) if out[3] else None
             return CreateResult("quota", "", limit=out[1].decode(), current=int(out[2]), retry_after_s=retry)

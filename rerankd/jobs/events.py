@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["messages"]
+__all__ = ["channel_messages", "messages"]
 
 
 async def messages(client: Any, channel: str) -> AsyncIterator[str]:
@@ -20,3 +20,15 @@ async def messages(client: Any, channel: str) -> AsyncIterator[str]:
             msg = await pubsub.get_message(timeout=1.0)
             if msg and msg.get("type") == "message":
                 yield msg["data"].decode()
+
+
+async def channel_messages(client: Any, *channels: str) -> AsyncIterator[tuple[str, str]]:
+    """``(channel, message)`` of every message published on ``channels`` from now on (one
+    connection; as :func:`messages`)."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    async with pubsub:
+        await pubsub.subscribe(*channels)
+        while True:
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg and msg.get("type") == "message":
+                yield msg["channel"].decode(), msg["data"].decode()

@@ -82,6 +82,12 @@ class Keys:
         return lane_key(self.queue(queue), priority)
 
     @property
+    def broker_outbox(self) -> str:
+        """RabbitMQ broker only: messages written with their job, not yet confirmed by the broker
+        (a sorted set by when they were written; ``lua/broker.lua``, :mod:`rerankd.jobs.relay`)."""
+        return f"{self.prefix}:broker:outbox"
+
+    @property
     def no_lane(self) -> str:
         """A placeholder list for a script when a job names no queue (never written)."""
         return f"{self.prefix}:-"
@@ -97,10 +103,20 @@ class Keys:
         """Pub/sub channel of cancel requests for running jobs (``"<id>"``)."""
         return f"{self.prefix}:cancel"
 
+    def reply(self, token: str) -> str:
+        """Pub/sub channel of one API process: ``finish.lua`` sends there the record (JSON, less the
+        request) of each job whose ``reply_to`` field names it, as the job ends."""
+        return f"{self.prefix}:reply:{token}"
+
     @property
     def leases(self) -> str:
         """Running job ids by lease expiry (the reaper reads it)."""
         return f"{self.prefix}:leases"
+
+    @property
+    def waiting(self) -> str:
+        """Jobs queued per ``"{queue}|{lane}"`` (lua/counters.lua): lane depths with RabbitMQ."""
+        return f"{self.prefix}:waiting"
 
     @property
     def queued(self) -> str:

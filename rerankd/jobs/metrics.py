@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from rerankd.jobs.keys import Keys
@@ -57,7 +58,13 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {
 
 
 def _labels(labels: Mapping[str, str]) -> str:
-    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
+    return _labels_of(tuple(sorted(labels.items())))
+
+
+@lru_cache(maxsize=4096)
+def _labels_of(items: tuple[tuple[str, str], ...]) -> str:
+    # A few label sets (model, strategy, status) recur: serialised once, not ~10 times per job.
+    return json.dumps(dict(items), separators=(",", ":"))
 
 
 @dataclass

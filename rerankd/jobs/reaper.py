@@ -22,6 +22,12 @@ message at the front of its lane (``reap_queued.lua``, which re-scores the entri
 waiting).  At most ``batch`` entries per sweep, only those past the threshold.  A duplicate message
 is harmless: the claim of a running or finished job waits or is dropped.
 
+With RabbitMQ as the broker (``RERANKD_BROKER_URL=amqp://``) only :meth:`LeaseReaper.sweep` runs,
+and its message goes through the broker outbox (:mod:`rerankd.jobs.relay`): RabbitMQ itself
+requeues the unacknowledged messages of a worker whose connection drops, so the two sweeps of
+kombu's Redis structures have nothing to do, and a redelivered message takes its job over as soon
+as the lost worker's heartbeat is gone (``lua/holder.lua``), before its lease expires.
+
 Safe to run in many processes at once.  It does not depend on the broker's visibility timeout:
 the message the lost worker held comes back only after that timeout, and is then dropped (job
 finished) or waits (job running under a live lease).  Free of Celery: the caller gives the
@@ -97,11 +103,12 @@ class LeaseReaper:
         requeued: list[str] = []
         for job_id, (queue, priority) in zip(ids, rows, strict=True):
             q, p = (queue.decode() if queue else ""), int(priority or 0)
-            lane = self.store.keys.lane(q, p)
+            lane = self.store.message_list(q, p)
             keys = [self.leases_key, self.store.job_key(job_id), self.store.log_key(job_id), lane]
             message = self.message_for(job_id, q, p) if q else ""
             out = await self._reap(keys=keys, args=[job_id, message, self.recheck_s])
             if out[0] == b"requeued":
+                await self.store.publish([message])
                 log.warning("job %s: lease of attempt %s expired (worker lost); requeued", job_id, out[1].decode())
                 requeued.append(job_id)
         return requeued
@@ -161,8 +168,9 @@ class LeaseReaper:
         while True:
             try:
                 await self.sweep()
-                await self.sweep_unclaimed()
-                await self.sweep_lost()
+                if self.store.broker_outbox is None:  # kombu's Redis lists only (see the module docstring)
+                    await self.sweep_unclaimed()
+                    await self.sweep_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as e:

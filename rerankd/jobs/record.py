@@ -73,8 +73,8 @@ class JobRecord(BaseModel):
     custom_id: str | None = None
 
     @classmethod
-    def from_hash(cls, h: Mapping[bytes, bytes], with_request: bool = True) -> JobRecord:
-        d = {k.decode(): v for k, v in h.items()}
+    def from_hash(cls, h: Mapping[bytes, bytes] | Mapping[str, str], with_request: bool = True) -> JobRecord:
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in h.items()}
         req = _s(d.get("request")) if with_request else None
         res = _s(d.get("result"))
         return cls(

@@ -11,6 +11,8 @@ transition is one Lua script, so it is atomic and uses the server's clock:
                            was lost: claim again, or fail once ``max_attempts`` is spent).
 ``running -> succeeded|failed|cancelled``  :meth:`JobStore.finish`, only by the worker that
                            holds the current attempt, so a job never records two results.
+``running -> queued``      :meth:`JobStore.hand_back`: a stopping worker returns a job it could
+                           not finish in time; its attempt is not counted.
 ``queued -> cancelled``    :meth:`JobStore.cancel`; a running job gets ``cancel_requested``
                            and a message on the cancel channel; its worker stops it.
 ``queued -> expired``      a job nobody waits for any more (a synchronous request that
@@ -24,6 +26,8 @@ The scripts live in ``lua/*.lua`` (:mod:`rerankd.jobs.scripts`); metrics in
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -37,9 +41,13 @@ from rerankd.jobs.metrics import COUNTERS, HISTOGRAMS, MetricsWriter
 from rerankd.jobs.outbox import Outbox
 from rerankd.jobs.quotas import LANES, Quota
 from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord, JobStatus, _s
+from rerankd.jobs.relay import BrokerOutbox
 from rerankd.jobs.scripts import lua
 from rerankd.jobs.workers import WorkerRegistry
 from rerankd.types import RerankRequest, RerankResult
+
+_BUT_REQUEST = [name.encode() for name in JobRecord.model_fields if name != "request"]
+"""The hash fields :meth:`JobStore.get` reads when the request is not wanted."""
 
 StoreUnavailable = redis.exceptions.RedisError
 """Raised when the job store cannot be reached or answers with an error (the API's 503)."""
@@ -62,6 +70,22 @@ class JobStore:
         self._expire = client.register_script(lua("expire_queued"))
         self.batches = BatchStore(client, self.keys)
         self.workers = WorkerRegistry(client, self.keys)
+        self.broker_outbox: BrokerOutbox | None = None
+        """RabbitMQ broker only: job scripts write messages there (:mod:`rerankd.jobs.relay`)."""
+
+    def use_broker_outbox(self, outbox: BrokerOutbox) -> None:
+        """Send every job's message through ``outbox`` (RabbitMQ) instead of kombu's Redis lists."""
+        self.broker_outbox = self.batches.broker_outbox = outbox
+
+    def message_list(self, queue: str, priority: int) -> str:
+        """Where a script writes a message of ``queue``'s lane ``priority``: the lane's Redis list,
+        or the broker outbox (``lua/broker.lua``)."""
+        return self.broker_outbox.key if self.broker_outbox else self.keys.lane(queue, priority)
+
+    async def publish(self, messages: Sequence[str]) -> None:
+        """After a script wrote ``messages`` to the broker outbox: publish them (no-op on Redis)."""
+        if self.broker_outbox is not None:
+            await self.broker_outbox.publish(messages)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float = 5.0, max_connections: int = 64) -> JobStore:
@@ -75,6 +99,8 @@ class JobStore:
         return cls(client, prefix)
 
     async def aclose(self) -> None:
+        if self.broker_outbox is not None:
+            self.broker_outbox.close()
         await self.r.aclose()
 
     async def ping(self) -> None:
@@ -149,7 +175,7 @@ class JobStore:
         idempotency: tuple[str, str, str] | None,
         message: str | None = None,
     ) -> tuple[list[str], list[Any]]:
-        queue = self.keys.lane(fields["queue"], int(fields.get("priority", 0)))
+        queue = self.message_list(fields["queue"], int(fields.get("priority", 0)))
         idem = self.keys.idem(idempotency[0], idempotency[1]) if idempotency else self.keys.no_idem
         keys = [self.job_key(job_id), self.log_key(job_id), queue, idem]
         flat: list[Any] = []
@@ -197,14 +223,21 @@ class JobStore:
         if quota is not None:
             args += quota.script_args(self.prefix)
         out = await self._create(keys=keys, args=args)
+        if out[0] == b"created" and message:
+            await self.publish([message])
         if out[0] == b"quota":
             retry = float(out[3]) if out[3] else None
             return CreateResult("quota", "", limit=out[1].decode(), current=int(out[2]), retry_after_s=retry)
         return CreateResult(outcome=out[0].decode(), job_id=out[1].decode())
 
     async def get(self, job_id: str, with_request: bool = True) -> JobRecord | None:
-        """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper)."""
-        h = await self.r.hgetall(self.job_key(job_id))
+        """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper: the
+        request, the largest field, is not even read)."""
+        if with_request:
+            h = await self.r.hgetall(self.job_key(job_id))
+        else:
+            values = await self.r.hmget(self.job_key(job_id), _BUT_REQUEST)
+            h = {k: v for k, v in zip(_BUT_REQUEST, values, strict=True) if v is not None}
         if not h or b"status" not in h:
             return None
         return JobRecord.from_hash(h, with_request)
@@ -227,16 +260,22 @@ class JobStore:
         return [x.decode() for x in await self.r.lrange(self.log_key(job_id), 0, -1)]
 
     async def queue_depth(self, queue: str) -> int:
-        return int(await self.r.llen(self.queue_key(queue)))
+        """Messages waiting in ``queue``'s interactive lane (RabbitMQ: jobs waiting there)."""
+        return (await self.lane_depths([queue]))[queue][LANES[0]]
 
     async def lane_depths(self, queues: Sequence[str]) -> dict[str, dict[int, int]]:
-        """Messages waiting per queue and lane (:data:`~rerankd.jobs.quotas.LANES`), one pipeline."""
+        """Messages waiting per queue and lane (:data:`~rerankd.jobs.quotas.LANES`), one pipeline.
+        With RabbitMQ, which counts a queue's messages but not its lanes', the jobs waiting in each
+        lane (``{prefix}:waiting``, kept by the job scripts)."""
         pipe = self.r.pipeline(transaction=False)
         for q in queues:
             for lane in LANES:
-                pipe.llen(self.keys.lane(q, lane))
+                if self.broker_outbox is not None:
+                    pipe.hget(self.keys.waiting, f"{q}|{lane}")
+                else:
+                    pipe.llen(self.keys.lane(q, lane))
         lengths = iter(await pipe.execute())
-        return {q: {lane: int(next(lengths)) for lane in LANES} for q in queues}
+        return {q: {lane: max(0, int(next(lengths) or 0)) for lane in LANES} for q in queues}
 
     async def finished_per_minute(self, minutes: Sequence[int]) -> list[int]:
         """Jobs that reached a final status in each minute (Unix time // 60; kept 20 minutes)."""
@@ -264,6 +303,24 @@ class JobStore:
         async for data in events.messages(self.r, self.events_channel):
             job_id, _, status = data.partition(" ")
             yield job_id, status
+
+    def new_inbox(self) -> str:
+        """A reply channel for one process (:meth:`endings`; a job names it in its ``reply_to`` field)."""
+        return self.keys.reply(secrets.token_hex(8))
+
+    async def endings(self, inbox: str) -> AsyncIterator[tuple[str, JobRecord | None]]:
+        """``(job_id, record)`` of every terminal transition from now on: the job's record (less its
+        request) for a job whose ``reply_to`` is ``inbox`` (``finish.lua`` sends it there, before
+        the event), else ``None`` (an event only)."""
+        async for channel, data in events.channel_messages(self.r, inbox, self.events_channel):
+            if channel == inbox:
+                try:
+                    record = JobRecord.from_hash(json.loads(data), with_request=False)
+                except (ValueError, KeyError):  # unreadable here: the event that follows has it read
+                    continue
+                yield record.id, record
+            else:
+                yield data.partition(" ")[0], None
 
     def cancel_requests(self) -> AsyncIterator[str]:
         """Ids of running jobs whose cancel was requested from now on (:func:`events.messages`)."""
@@ -337,6 +394,12 @@ class JobStore:
         if int(out[0]) != 1:
             return None
         return float(out[1]), float(out[2]), float(out[3])
+
+    async def hand_back(self, job_id: str, worker_id: str, attempt: int, reason: str = "stopping") -> bool:
+        """``running -> queued``, the caller's attempt not counted (:mod:`rerankd.jobs.handback`)."""
+        from rerankd.jobs.handback import hand_back
+
+        return await hand_back(self, job_id, worker_id, attempt, reason)
 
     async def cancel(self, job_id: str, owner: str | None) -> tuple[str, str | None]:
         """Cancel for ``owner`` (``None``: anyone).  ``("cancelled"|"cancelling"|"missing", None)``

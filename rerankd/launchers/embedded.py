@@ -11,7 +11,8 @@ bounded, after which the stack stops with exit code 1); before that, a child tha
 setup error (a bad model or engine) and stops the stack with exit code 1.  The children die
 with this process, even on ``kill -9`` (death signal + parent watch).
 A busy API port, or a data directory another ``rerankd up`` uses, is refused before anything
-starts.  Ctrl-C / SIGTERM stop the API, then the worker (warm shutdown), then Valkey.
+starts.  Ctrl-C / SIGTERM stop the API, then the worker (warm shutdown: its running jobs finish within
+``RERANKD_DRAIN_S`` or go back to the queue, see :mod:`rerankd.worker.drain`), then Valkey.
 """
 
 from __future__ import annotations
@@ -111,7 +112,18 @@ class Stack:
         else:
             self._start_valkey()
         env = self.env()
-        self.supervisor.start(ChildSpec("worker", lambda: python_child("rerankd.worker"), env=env, stop_timeout=60))
+        # A stopping worker drains (rerankd.worker.drain): it is given that long, plus a margin, before a kill.
+        s = self.settings
+        worker = ChildSpec(
+            "worker", lambda: python_child("rerankd.worker"), env=env, stop_timeout=s.worker_stop_timeout_s
+        )
+        self.supervisor.start(worker)
+        log.info(
+            "on stop, the worker's running jobs get %gs to finish (RERANKD_DRAIN_S), the rest go back to the "
+            "queue (no attempt lost); the worker is killed if still running after %gs",
+            s.drain_limit_s,
+            s.worker_stop_timeout_s,
+        )
         api_args = ["--host", "127.0.0.1", "--port", str(self.port)]
         self.supervisor.start(ChildSpec("api", lambda: python_child("rerankd.api", api_args), env=env))
         if not self.settings.api_key_map():

@@ -222,6 +222,10 @@ class Supervisor:
     def stop(self, name: str) -> int:
         """Stop one child (no restart); returns its exit code."""
         child = self.children.pop(name)
+        if child.proc.poll() is None:
+            log.info(
+                "stopping %s (pid %d); killed if still running after %gs", name, child.proc.pid, child.spec.stop_timeout
+            )
         code = stop_process(child.proc, child.spec.stop_timeout, name)
         if child.log_fh is not None:
             child.log_fh.close()

@@ -79,6 +79,14 @@ if not FTFY_AVAILABLE:
     logger.debug("ftfy is not installed: rank_llm passage cleaning falls back to NFC normalization")
 
 
+_AS_IS = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
+"""Text that :func:`fix_text` returns unchanged: printable ASCII without ``&`` (which may start an
+HTML entity), tabs and newlines has no mojibake, entity, control character or line break to fix.
+Checked first because ftfy takes ~30 us a passage (0.6 ms of a 20-passage job, on the worker's loop)."""
+
+
 def fix_text(text: str) -> str:
     """rank_llm's ``ftfy.fix_text`` on passage content (NFC-only fallback when ftfy is absent)."""
+    if _AS_IS.fullmatch(text):
+        return text
     return _fix_text(text)

@@ -18,14 +18,15 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
 
 from rerankd.calibration import CalibrationError
 from rerankd.config import get_settings
+from rerankd.config_checks import interactive_slots
 from rerankd.jobs.routing import CAPABILITIES, ROLES, role_capabilities, worker_queues
 from rerankd.worker import TASK_NAME
 from rerankd.worker.celery_app import make_celery
-from rerankd.worker.host import get_host, start_host, stop_host
+from rerankd.worker.host import WorkerStopping, drain_host, get_host, start_host, stop_host
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,10 @@ def run_job(self: Task, job_id: str) -> None:
     unacknowledged for redelivery after the visibility timeout if Redis cannot take it back.
     """
     try:
-        retry_in = get_host().run_job(job_id)
+        info = self.request.delivery_info or {}
+        retry_in = get_host().run_job(job_id, info.get("routing_key"), info.get("priority"))
+    except WorkerStopping as e:  # delivered as the worker stops: left for another worker, unclaimed
+        raise Reject(str(e), requeue=True) from e
     except Exception as e:
         log.warning("job %s: %s: %s; requeueing its message", job_id, type(e).__name__, e)
         time.sleep(1.0)
@@ -104,6 +108,19 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         _consume(sender, worker_queues(settings.key_prefix, settings.model, [c for c in CAPABILITIES if c in caps]))
         return
     _consume(sender, _start())
+    _size_slots(getattr(sender, "concurrency", None))
+
+
+def _size_slots(pool_size: int | None) -> None:
+    """Reserve the interactive slots of the pool Celery actually runs (``--concurrency`` may differ
+    from ``RERANKD_WORKER_CONCURRENCY``)."""
+    if not isinstance(pool_size, int) or pool_size == settings.worker_concurrency:
+        return
+    try:
+        reserved = interactive_slots(settings.interactive_slots, pool_size)
+    except ValueError as e:
+        raise SystemExit(f"rerankd worker: --concurrency {pool_size}: {e}") from e
+    get_host().slots.resize(pool_size, reserved)
 
 
 @worker_process_init.connect
@@ -112,6 +129,12 @@ def _on_worker_process_init(**_: Any) -> None:
 
     if host._HOST is None:
         _start()
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(**_: Any) -> None:
+    # Warm shutdown waits for the pool: running jobs finish within RERANKD_DRAIN_S or are handed back.
+    drain_host()
 
 
 @worker_shutdown.connect

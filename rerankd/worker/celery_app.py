@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from rerankd.config import Settings
+from rerankd.jobs.amqp import MAX_PRIORITY, amqp_priority
+from rerankd.jobs.quotas import INTERACTIVE
 from rerankd.jobs.routing import queue_name
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app on the Redis broker, with the reliability settings of the job API.
+    """A Celery app on the broker (Redis, or RabbitMQ: :func:`_amqp_conf`), with the reliability
+    settings of the job API.
 
     No result backend: the job record in Redis is the truth (:mod:`rerankd.jobs`).
     """
-    app = Celery("rerankd", broker=settings.broker_url, set_as_current=False)
+    app = Celery("rerankd", broker=settings.celery_broker_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -54,4 +59,25 @@ def make_celery(settings: Settings) -> Celery:
             "interval_max": 0.5,
         },
     )
+    if settings.amqp:
+        app.conf.update(_amqp_conf(settings))
     return app
+
+
+def _amqp_conf(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ (``RERANKD_BROKER_URL=amqp://``): kombu's py-amqp transport with publisher confirms
+    (Celery's own publishes: the retry of a message whose job runs elsewhere), classic durable
+    queues with ``x-max-priority`` (lanes as priorities, :mod:`rerankd.jobs.amqp`), acks late and a
+    prefetch of one message per free slot (from the Redis configuration).  RabbitMQ requeues a
+    worker's unacknowledged messages when its connection drops, so there is no visibility timeout."""
+    return {
+        "broker_transport": None,
+        "broker_transport_options": {"confirm_publish": True},
+        "task_queue_max_priority": MAX_PRIORITY,
+        "task_default_priority": amqp_priority(INTERACTIVE),
+        "task_default_queue_type": "classic",
+        "task_create_missing_queue_type": "classic",
+        # a paused or wedged worker's connection is closed by RabbitMQ after two missed
+        # heartbeats, which requeues its messages (its jobs are fenced by their leases)
+        "broker_heartbeat": 10,
+    }

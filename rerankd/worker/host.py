@@ -7,7 +7,8 @@ batches their calls.  The loop also runs a lease/heartbeat task (renews the leas
 running jobs, stops jobs whose cancel flag is set or whose lease was lost, writes the
 worker's heartbeat for ``/healthz``), a listener of the cancel channel (both in
 :mod:`rerankd.worker.watch`) and the reaper (:mod:`rerankd.jobs.reaper`: requeues the jobs of
-lost workers once their lease expires).
+lost workers once their lease expires).  A stopping worker drains (:mod:`rerankd.worker.drain`):
+its running jobs finish within ``RERANKD_DRAIN_S`` or go back to their queue, attempt not counted.
 Every Redis call of the host survives a Redis outage: background rounds log and retry, and a
 finished job's outcome is written once Redis is back (fenced by its attempt).
 
@@ -39,14 +40,20 @@ from rerankd.engines.base import CapabilityError, Engine
 from rerankd.engines.loop_thread import LoopThread
 from rerankd.engines.options import validate_class_options
 from rerankd.jobs import ClaimResult, JobStore, MetricsWriter
+from rerankd.jobs.amqp import lane_of
+from rerankd.jobs.brokers import open_store
+from rerankd.jobs.delivery import give_back, upper_lanes_waiting
+from rerankd.jobs.quotas import BATCH
 from rerankd.jobs.reaper import LeaseReaper
 from rerankd.jobs.redact import redact
 from rerankd.jobs.routing import strategies_of, worker_capabilities, worker_queues
 from rerankd.strategies import rerank
 from rerankd.types import RerankInputError, RerankResult
+from rerankd.worker.drain import Drain, WorkerStopping
+from rerankd.worker.slots import BatchSlots
 from rerankd.worker.watch import JobWatch, Running
 
-__all__ = ["EngineHost", "build_engine", "get_host", "start_host", "stop_host"]
+__all__ = ["EngineHost", "WorkerStopping", "build_engine", "drain_host", "get_host", "start_host", "stop_host"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,10 @@ class EngineHost:
         self.strategies: list[str] = []
         self.calibrations = CalibrationSet(settings.model)
         """Score -> P(relevant) maps of this model, applied to the jobs whose strategy settings match."""
+        self.slots = BatchSlots(settings.worker_concurrency, settings.reserved_slots)
+        """Batch jobs running here, and the slots they never take (``RERANKD_INTERACTIVE_SLOTS``)."""
+        self.drain = Drain(self.watch, self.worker_id, settings.drain_limit_s)
+        """Set going when the worker starts stopping (:meth:`begin_drain`, :mod:`rerankd.worker.drain`)."""
 
     # ------------------------------------------------------------------ life cycle
 
@@ -131,11 +142,13 @@ class EngineHost:
             ", ".join(self.strategies),
             ", ".join(self.queues),
         )
-        self._store = JobStore.from_url(s.broker_url, s.key_prefix, timeout_s=s.redis_timeout_s)
+        self._store = open_store(s)
         info = self._worker_info()
         self._spawn(self.watch.lease_loop(self.store, s.lease_s, info, lambda: self.jobs_done), "lease-loop")
         self._spawn(self.watch.cancel_listener(self.store), "cancel-listener")
         self._spawn(self._reaper().run(s.reaper_interval_s), "reaper")
+        if self.store.broker_outbox is not None:  # RabbitMQ: republish messages a crash left behind
+            self._spawn(self.store.broker_outbox.run(), "broker-relay")
         # Webhooks: every worker process runs a dispatcher of the durable outbox (rerankd.webhooks).
         from rerankd.webhooks.dispatcher import Dispatcher
 
@@ -153,7 +166,7 @@ class EngineHost:
 
     async def _astop(self) -> None:
         for task in list(self._background):
-            if task.get_name() in ("lease-loop", "cancel-listener", "webhook-dispatcher", "reaper"):
+            if task.get_name() in ("lease-loop", "cancel-listener", "webhook-dispatcher", "reaper", "broker-relay"):
                 task.cancel()
         pending = [t for t in self._background if not t.done()]
         if pending:  # callbacks still being delivered get a short grace period
@@ -164,6 +177,17 @@ class EngineHost:
             await self._store.aclose()
         if self.engine is not None:
             await self.engine.aclose()
+
+    def begin_drain(self) -> None:
+        """Stop claiming jobs; let the running ones finish within the drain limit (``drain_s``), then
+        hand the rest back to their queue, attempt not counted.  Safe from a signal handler (Celery's
+        ``worker_shutting_down``): Celery's warm shutdown then waits for the pool, i.e. for this."""
+        if self.drain.stopping:
+            return
+        self.drain.stopping = True
+        if self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self.loop.call_soon_threadsafe(self._spawn, self.drain.run(), "drain")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = self.loop.create_task(coro, name=name)
@@ -185,18 +209,61 @@ class EngineHost:
 
     # ------------------------------------------------------------------ jobs
 
-    def run_job(self, job_id: str) -> float | None:
+    def run_job(self, job_id: str, queue: str | None = None, lane: int | None = None) -> float | None:
         """Run a job to its end (from a pool thread).  Returns a delay after which the message
-        should be retried (the job runs under another live worker's lease), else ``None``."""
-        return asyncio.run_coroutine_threadsafe(self.arun_job(job_id), self.loop).result()
+        should be retried (the job runs under another live worker's lease), else ``None``.
+
+        ``queue``/``lane``: where its message came from.  A batch message first takes a batch slot
+        (:mod:`rerankd.worker.slots`), or goes back to its lane unclaimed when an interactive or
+        low-lane message waits while the batch slots are busy."""
+        if self.settings.amqp and lane is not None:  # delivered with an AMQP priority (rerankd.jobs.amqp)
+            lane = lane_of(lane)
+        batch = lane == BATCH and queue is not None and self.slots.reserved > 0
+        if batch and not self.slots.acquire(self._upper_lanes_waiting):
+            self._give_back(job_id, queue, lane, "batch slots busy while upper-lane work waits")
+            return None
+        try:
+            return self._call(self.arun_job(job_id))
+        except WorkerStopping:
+            if queue is None:
+                raise
+            self._give_back(job_id, queue, lane or 0, "worker stopping")
+            return None
+        finally:
+            if batch:
+                self.slots.release()
+
+    def _give_back(self, job_id: str, queue: str | None, lane: int | None, why: str) -> None:
+        """Return a delivered message unclaimed, at the consuming end of its lane (no attempt)."""
+        assert queue is not None
+        self._call(give_back(self.store, job_id, queue, lane or 0))
+        log.info("job %s: %s; message handed back unclaimed", job_id, why)
+
+    def _call(self, coro: Awaitable[_T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+
+    def _upper_lanes_waiting(self) -> bool:
+        if self.drain.stopping:
+            return True
+        try:
+            return self._call(upper_lanes_waiting(self.store, self.queues))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            log.warning("lane depths unavailable (%s); the batch message keeps waiting for a slot", e)
+            return False
 
     async def arun_job(self, job_id: str) -> float | None:
         s = self.settings
-        claim = await self._retrying(
-            f"job {job_id}: claiming",
-            lambda: self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts),
-            limit_s=CLAIM_RETRY_S,
-        )
+        if self.drain.stopping:
+            raise WorkerStopping(f"worker {self.worker_id} is stopping")
+        self.drain.claiming += 1
+        try:
+            claim = await self._retrying(
+                f"job {job_id}: claiming",
+                lambda: self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts),
+                limit_s=CLAIM_RETRY_S,
+            )
+        finally:
+            self.drain.claiming -= 1
         if claim.outcome == "busy":
             log.info("job %s runs under another worker's lease; retrying in %.1fs", job_id, claim.retry_in)
             return max(0.2, claim.retry_in + 0.1)
@@ -222,6 +289,8 @@ class EngineHost:
         calibration = self.calibrations.find(claim.request.strategy)
         inner = asyncio.ensure_future(rerank(claim.request, self.engine, calibration=calibration))
         entry.task = inner
+        if self.drain.handing_back:  # claimed after the drain limit passed
+            self.watch.stop_local(job_id, "handback")
         result: RerankResult | None = None
         error: str | None = None
         code: Any = None
@@ -239,6 +308,9 @@ class EngineHost:
             elif inner.cancelled():
                 if entry.reason == "lost":
                     log.warning("job %s: lease lost (another worker took over); result discarded", job_id)
+                    return
+                if entry.reason == "handback":
+                    await self.drain.hand_back(self.store, job_id, claim.attempt, self._retrying)
                     return
                 status, error, code = "cancelled", "cancelled on request", "cancelled"
             elif (exc := inner.exception()) is not None:
@@ -352,6 +424,12 @@ def get_host() -> EngineHost:
     if _HOST is None:
         raise RuntimeError("no engine host in this process: the worker did not start one")
     return _HOST
+
+
+def drain_host() -> None:
+    """Start draining this process's engine host, if it has one (:meth:`EngineHost.begin_drain`)."""
+    if _HOST is not None:
+        _HOST.begin_drain()
 
 
 def stop_host() -> None:

@@ -29,7 +29,7 @@ class Running:
 
     attempt: int
     task: asyncio.Task[RerankResult] | None = None
-    reason: str | None = None  # "cancelled" | "lost"
+    reason: str | None = None  # "cancelled" | "lost" | "handback" (the worker is stopping)
 
 
 class JobWatch:
@@ -40,7 +40,7 @@ class JobWatch:
         self.running: dict[str, Running] = {}
 
     def stop_local(self, job_id: str, reason: str) -> None:
-        """Cancel ``job_id``'s task here, noting ``reason`` ("cancelled" or "lost")."""
+        """Cancel ``job_id``'s task here, noting ``reason`` ("cancelled", "lost" or "handback")."""
         entry = self.running.get(job_id)
         if entry is not None and entry.task is not None and not entry.task.done():
             entry.reason = reason

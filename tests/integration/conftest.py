@@ -27,7 +27,7 @@ import pytest
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port, reachable
 from tests.support.engines import SLEEP_ENGINE
-from tests.support.stack import ALICE_WEBHOOK_SECRETS, KEYS, REPO, WEBHOOK_SECRET, Service
+from tests.support.stack import ALICE_WEBHOOK_SECRETS, KEYS, METRICS_KEY, REPO, WEBHOOK_SECRET, Service
 
 
 @dataclass
@@ -89,6 +89,7 @@ def service(test_redis: str, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
         "RERANKD_REDIS_URL": test_redis,
         "RERANKD_KEY_PREFIX": prefix,
         "RERANKD_API_KEYS": ",".join(f"{o}:{k}" for o, k in KEYS.items()),
+        "RERANKD_METRICS_KEY": METRICS_KEY,
         "RERANKD_ALIASES": json.dumps(aliases),
         "RERANKD_MAX_DOCUMENTS": "30",
         "RERANKD_MAX_DOCUMENT_CHARS": "2000",

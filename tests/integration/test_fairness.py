@@ -22,7 +22,7 @@ import redis
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port
 from tests.support.engines import SLEEP_ENGINE
-from tests.support.stack import REPO, Service
+from tests.support.stack import METRICS_KEY, REPO, Service
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,12 @@ def _rerank(url: str, headers: dict[str, str], **extra: Any) -> httpx.Response:
     return httpx.post(f"{url}/v2/rerank", json=body, headers=headers, timeout=120)
 
 
+def _metrics(url: str, headers: dict[str, str]) -> str:
+    resp = httpx.get(f"{url}/metrics", headers=headers, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return resp.text
+
+
 def _job(url: str, headers: dict[str, str], model: str = "ghost-quota") -> httpx.Response:
     body = {"model": model, "query": {"text": "q"}, "candidates": [{"docid": "a", "text": "x"}]}
     return httpx.post(f"{url}/v1/jobs", json=body, headers=headers, timeout=30)
@@ -78,8 +84,12 @@ def test_a_tenant_at_its_quota_gets_429_while_another_tenants_sync_call_succeeds
     assert "jobs_in_flight is 1 (RERANKD_QUOTA_JOBS_IN_FLIGHT or RERANKD_QUOTAS['carol']" in body["message"]
     other = _rerank(url, quota_api.headers("erin"))  # another tenant is not affected
     assert other.status_code == 200 and len(other.json()["results"]) == 2
-    text = httpx.get(f"{url}/metrics", timeout=30).text
+    text = _metrics(url, {"Authorization": f"Bearer {METRICS_KEY}"})  # the operator's view: every key
     assert 'rerankd_jobs_in_flight{key="carol",kind="interactive"} 1.0' in text
+    # tenants see their own in-flight series only: no other tenant's name
+    assert 'rerankd_jobs_in_flight{key="carol",kind="interactive"} 1.0' in _metrics(url, quota_api.headers("carol"))
+    assert 'key="carol"' not in _metrics(url, quota_api.headers("erin"))
+    assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
     cancel = httpx.post(f"{url}/v1/jobs/{queued.json()['id']}/cancel", headers=quota_api.headers("carol"))
     assert cancel.status_code == 200
     assert _rerank(url, quota_api.headers("carol")).status_code == 200  # the slot came back

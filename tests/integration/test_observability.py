@@ -16,7 +16,7 @@ def test_dashboard_and_alerts_name_exported_metrics(service: Service) -> None:
     job = {"query": {"text": "capital"}, "candidates": [{"docid": f"d{i}", "text": f"p {i}"} for i in range(3)]}
     created = httpx.post(f"{service.url}/v1/jobs", json={**job, "model": "tiny"}, headers=service.headers()).json()
     assert service.wait_job(created["id"])["status"] == "succeeded"
-    resp = httpx.get(f"{service.url}/metrics", headers=service.headers(), timeout=30)
+    resp = httpx.get(f"{service.url}/metrics", headers=service.metrics_headers(), timeout=30)
     assert resp.status_code == 200
     names = exported(resp.text)
     for name in PROMQL_BUILTINS:

@@ -165,7 +165,7 @@ def test_jobs_reach_only_workers_that_can_serve_their_strategy(roles: Roles) -> 
     health = httpx.get(f"{roles.stack.url}/healthz", headers=HEADERS, timeout=10).json()
     assert health["unserved_strategies"] == {roles.model: ["pointwise"]}  # an LLM serves every LLM strategy
     assert set(model_queues(roles.prefix, roles.model)) <= set(health["queues"])
-    metrics = httpx.get(f"{roles.stack.url}/metrics", timeout=10).text
+    metrics = httpx.get(f"{roles.stack.url}/metrics", headers=HEADERS, timeout=10).text  # a tenant sees queues
     for q in (gen_q, logp_q, att_q):
         assert f'rerankd_queue_depth{{lane="interactive",queue="{q}"}}' in metrics
     assert queue_name(roles.prefix, roles.model) == gen_q

@@ -255,7 +255,7 @@ def test_queue_full_and_wait_timeout_answer_503(service: Service) -> None:
 def test_metrics_count_jobs_from_workers(service: Service) -> None:
     job = httpx.post(f"{service.url}/v1/jobs", json=_job(model="tiny"), headers=service.headers()).json()
     service.wait_job(job["id"])
-    text = httpx.get(f"{service.url}/metrics").text
+    text = httpx.get(f"{service.url}/metrics", headers=service.metrics_headers()).text
     assert "rerankd_jobs_submitted_total{" in text
     assert (
         f'rerankd_jobs_finished_total{{model="{service.tiny_model}",status="succeeded",strategy="sliding_window"}}'

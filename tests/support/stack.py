@@ -15,6 +15,7 @@ from rerankd.launchers.local import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"alice": "key-alice", "bob": "key-bob"}
+METRICS_KEY = "key-metrics"  # RERANKD_METRICS_KEY: /metrics with every tenant's series
 WEBHOOK_SECRET = "whsec_" + "dGVzdC13ZWJob29rLXNlY3JldA=="  # the shared fallback (bob's)
 # alice's own webhook secrets, mid-rotation: both sign her callbacks
 ALICE_WEBHOOK_SECRETS = (
@@ -48,6 +49,10 @@ class Service:
 
     def headers(self, owner: str = "alice") -> dict[str, str]:
         return {"Authorization": f"Bearer {KEYS[owner]}"}
+
+    def metrics_headers(self) -> dict[str, str]:
+        """``GET /metrics`` as Prometheus reads it (the metrics key: every tenant's series)."""
+        return {"Authorization": f"Bearer {METRICS_KEY}"}
 
     def client(self, owner: str = "alice") -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers(owner), timeout=300)

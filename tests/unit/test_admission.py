@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from rerankd.api import cohere
 from rerankd.api.admission import Admission, Ask
@@ -19,6 +20,7 @@ from rerankd.api.routers.tei import TeiRerankRequest, tei_ask
 from rerankd.api.schemas import BatchBody, JobCreate
 from rerankd.config import Settings
 from rerankd.jobs.quotas import BATCH, LOW
+from rerankd.types import RerankRequest, StrategyConfig
 
 
 def _settings() -> Settings:
@@ -84,10 +86,19 @@ def test_unknown_model_deadline_and_cohere_object_fields() -> None:
     assert _raises(cohere.ask(body)).field == "documents[0].meta"
 
 
-def test_nothing_to_rank_is_admitted_as_none() -> None:
-    s = _settings()
-    assert Admission(s).check(cohere.ask(cohere.CohereRerankRequest(query="q", documents=[]))) is None
-    assert Admission(s).check(tei_ask(TeiRerankRequest(query="q", texts=[]), s)) is None
+def test_nothing_to_rank_is_a_422_naming_the_field_and_its_minimum() -> None:
+    for model, field in [(cohere.CohereRerankRequest, "documents"), (TeiRerankRequest, "texts")]:
+        with pytest.raises(ValidationError) as e:
+            model.model_validate({"query": "q", field: []})
+        assert e.value.errors()[0]["loc"] == (field,) and e.value.errors()[0]["ctx"]["min_length"] == 1
+
+    # the admission refuses it too, whatever built the Ask
+    def build(_: StrategyConfig) -> RerankRequest:
+        raise AssertionError("nothing to build")
+
+    err = _raises(Ask(model=None, query="q", texts=[], build=build, field="texts"), "line 2: ")
+    assert (err.status, err.field, err.limit) == (422, "line 2: texts", 1)
+    assert err.message == "line 2: texts: at least 1 item is needed"
 
 
 def test_tei_truncate_cuts_to_the_limits_before_the_checks() -> None:
@@ -121,11 +132,21 @@ def test_one_job_builder_for_sync_reranks_jobs_and_batches() -> None:
     assert (made["batch"].fields["batch_id"], made["batch"].fields["custom_id"]) == ("batch_1", "c1")
 
 
-def test_empty_sync_requests_answer_without_a_job_store() -> None:
+def test_empty_sync_requests_are_422_as_an_empty_job() -> None:
     with TestClient(create_app(_settings()), client=("127.0.0.1", 5555)) as client:
-        r = client.post("/v1/rerank", json={"query": "q", "documents": []})
-        assert r.status_code == 200 and r.json()["results"] == [] and r.json()["id"].startswith("job_")
-        r = client.post("/rerank", json={"query": "q", "texts": []})
-        assert r.status_code == 200 and r.json() == []
+        for path, field, body in [
+            ("/v1/rerank", "documents", {"query": "q", "documents": []}),
+            ("/v2/rerank", "documents", {"query": "q", "documents": []}),
+            ("/rerank", "texts", {"query": "q", "texts": []}),
+            ("/v1/jobs", "candidates", {"query": {"text": "q"}, "candidates": []}),
+        ]:
+            r = client.post(path, json=body)
+            assert r.status_code == 422, (path, r.text)
+            assert r.json() == {
+                "message": f"{field}: List should have at least 1 item after validation, not 0",
+                "code": "invalid_request",
+                "field": field,
+                "limit": 1,
+            }
         r = client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Prefer": "wait=x"})
         assert r.status_code == 422 and r.json()["field"] == "Prefer"

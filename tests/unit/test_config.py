@@ -22,7 +22,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     s = Settings()
-    assert s.redis_url is None and s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.redis_url is None and s.store_url == "redis://127.0.0.1:6379/0"
+    assert s.broker_url is None and s.celery_broker_url == s.store_url and not s.amqp
     assert s.model == "smollm2-135m-instruct" and s.engine == "hf"
     assert queue_name(s.key_prefix, s.model) == "rerankd.smollm2-135m-instruct" and s.worker_role == "auto"
     assert s.api_key_map() == {}
@@ -40,7 +41,7 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RERANKD_ENGINE_OPTIONS", '{"device": "cuda"}')
     monkeypatch.setenv("RERANKD_MAX_DOCUMENTS", "12")
     s = Settings()
-    assert s.broker_url == "redis://h:1/2"
+    assert s.store_url == s.celery_broker_url == "redis://h:1/2"
     assert s.api_key_map() == {"k1": "alice", "k2": "bob"}
     assert s.strategy.name == "first" and s.engine_options == {"device": "cuda"}
     model, strategy = s.resolve_model("fast")
@@ -155,3 +156,14 @@ def test_a_model_named_like_another_models_queue_is_refused_at_start_up(field: s
     with pytest.raises(ValueError, match=r"model name 'm\.\w+' ends with"):
         Settings(**{field: value})
     assert Settings(model="qwen2.5-coder-0.5b-instruct").model == "qwen2.5-coder-0.5b-instruct"
+
+
+def test_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ as the broker, the job store staying in Redis; another Redis cannot be the broker."""
+    monkeypatch.setenv("RERANKD_REDIS_URL", "redis://h:1/2")
+    monkeypatch.setenv("RERANKD_BROKER_URL", "amqp://u:p@mq:5672/v")
+    s = Settings()
+    assert s.amqp and s.celery_broker_url == "amqp://u:p@mq:5672/v" and s.store_url == "redis://h:1/2"
+    monkeypatch.setenv("RERANKD_BROKER_URL", "redis://other:6379/0")
+    with pytest.raises(ValueError, match=r"RERANKD_BROKER_URL=redis://.*RERANKD_REDIS_URL"):
+        Settings()

@@ -63,7 +63,7 @@ def test_compose_services() -> None:
     assert _module_of(api["command"]) == "rerankd.api" and "8080:8080" in api["ports"]
     assert api["command"][api["command"].index("--port") + 1] == "8080"
     assert api["environment"]["RERANKD_REDIS_URL"] == "redis://redis:6379/0"
-    assert "RERANKD_API_KEYS" in api["environment"]
+    assert "RERANKD_API_KEYS" in api["environment"] and "RERANKD_METRICS_KEY" in api["environment"]
 
     workers = {n: s for n, s in services.items() if n.startswith("worker")}
     assert len(workers) >= 2
@@ -83,6 +83,11 @@ def test_compose_services() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["api:8080"]
+    # /metrics needs the metrics key: Prometheus sends it from the compose secret it is given
+    secret = job["authorization"]["credentials_file"]
+    assert job["authorization"]["type"] == "Bearer" and secret.startswith("/run/secrets/")
+    name = secret.removeprefix("/run/secrets/")
+    assert name in prom["secrets"] and _compose()["secrets"][name] == {"environment": "RERANKD_METRICS_KEY"}
 
 
 def test_dockerfile_stages() -> None:

@@ -40,7 +40,7 @@ class TeiRerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str
-    texts: list[str]
+    texts: list[str] = Field(min_length=1)
     raw_scores: bool = False
     return_text: bool = False
     truncate: bool = False
@@ -90,7 +90,7 @@ async def tei_rerank(
 ) -> list[dict[str, Any]]:
     """TEI-compatible rerank (synchronous): every text ranked, best first."""
     ranked = await svc.rerank_sync(owner, tei_ask(body, svc.settings), prefer)
-    if ranked.result is None:  # no texts
+    if ranked.result is None:  # a record without a result: nothing to list
         return []
     response.headers[RELEVANCE_HEADER] = relevance_kind(ranked.result)
     out = []

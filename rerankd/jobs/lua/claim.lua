@@ -1,4 +1,4 @@
--- include: now fmt terminate
+-- include: now fmt terminate holder
 -- KEYS: job, log ; ARGV: worker, lease_s, default_max_attempts, events_channel
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -17,7 +17,8 @@ if st == 'queued' then
   end
 else
   local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
-  if lease > now then return {'busy', fmt(lease - now)} end
+  local wait = lease > now and holder_wait(KEYS[1], lease)
+  if wait then return {'busy', fmt(wait)} end
   if att >= maxa then
     terminate('failed', 'worker_lost', string.format(
       'worker lost during attempt %d of %d; giving up (max attempts %d)', att, maxa, maxa))
@@ -30,6 +31,7 @@ att = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if st == 'queued' then
   count_move('queued', 'running')
   queued_index(KEYS[1], nil)
+  fair_done(KEYS[1], true)
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', fmt(now),
            'lease_until', fmt(now + tonumber(ARGV[2])))

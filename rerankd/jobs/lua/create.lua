@@ -1,4 +1,4 @@
--- include: now fmt metrics counters quotas queued
+-- include: now fmt metrics counters quotas queued fair broker
 -- KEYS: job, log, queue, idem, metric hashes... ;
 -- ARGV: max_depth, ttl, use_idem, idem_hash, id, message, n, k1, v1, ..., then metric ops (see MetricsWriter)
 if ARGV[3] == '1' then
@@ -15,7 +15,13 @@ local qb = 9 + 2 * tonumber(ARGV[7]) + 4 * tonumber(ARGV[8 + 2 * tonumber(ARGV[7
 local over = quota_check(qb)
 if over then return over end
 local maxd = tonumber(ARGV[1])
-if maxd >= 0 and redis.call('LLEN', KEYS[3]) >= maxd then return {'full', ''} end
+if maxd >= 0 then
+  local q, lane = '', '0'
+  for i = 8, 7 + 2 * tonumber(ARGV[7]), 2 do
+    if ARGV[i] == 'queue' then q = ARGV[i + 1] elseif ARGV[i] == 'priority' then lane = ARGV[i + 1] end
+  end
+  if lane_depth(KEYS[3], q, lane) >= maxd then return {'full', ''} end
+end
 local n = tonumber(ARGV[7])
 local args = {}
 for i = 1, n do
@@ -34,12 +40,12 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' queued')
 redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[3] == '1' then redis.call('SET', KEYS[4], ARGV[4] .. '|' .. ARGV[5], 'EX', ttl) end
+local owner = redis.call('HGET', KEYS[1], 'owner')
 if ARGV[6] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[6])
+  push_message(KEYS[1], KEYS[3], owner or '', ARGV[6])
   queued_index(KEYS[1], ARGV[6])
 end
 -- owner index (GET /v1/jobs): {prefix}:owner:{owner}:jobs, job ids scored by created_at
-local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner then
   local ix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[5] - 4) .. 'owner:' .. owner .. ':jobs'
   redis.call('ZADD', ix, now, ARGV[5])

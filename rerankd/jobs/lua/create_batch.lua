@@ -1,4 +1,4 @@
--- include: now fmt counters quotas queued
+-- include: now fmt counters quotas queued fair broker
 -- Create a whole batch in one step: every job, its message on its lane, the batch record, the
 -- counters, or nothing (idempotency replay, conflict, full lane, quota).
 -- KEYS: batch, batch items, idem
@@ -19,8 +19,11 @@ local maxd, maxb = tonumber(ARGV[6]), tonumber(ARGV[7])
 local i = 10
 local nq = tonumber(ARGV[9])
 for _ = 1, nq do
-  if maxd >= 0 and redis.call('LLEN', ARGV[i]) >= maxd then return {'full', ARGV[i]} end
-  if maxb >= 0 and redis.call('LLEN', ARGV[i + 1]) + tonumber(ARGV[i + 2]) > maxb then
+  -- Redis: ARGV[i] the interactive lane (the queue's own list), ARGV[i + 1] the batch lane;
+  -- RabbitMQ: ARGV[i] the queue, ARGV[i + 1] the broker outbox (broker.lua)
+  local inter = is_broker_outbox(ARGV[i + 1]) and lane_depth(ARGV[i + 1], ARGV[i], '0') or redis.call('LLEN', ARGV[i])
+  if maxd >= 0 and inter >= maxd then return {'full', ARGV[i]} end
+  if maxb >= 0 and lane_depth(ARGV[i + 1], ARGV[i], '9') + tonumber(ARGV[i + 2]) > maxb then
     return {'full', ARGV[i + 1]}
   end
   i = i + 4
@@ -44,10 +47,12 @@ for _ = 1, njobs do
   redis.call('EXPIRE', jk, ttl)
   redis.call('RPUSH', jk .. ':log', stamp .. ' queued')
   redis.call('EXPIRE', jk .. ':log', ttl)
-  redis.call('LPUSH', ARGV[j + 2], ARGV[j + 1])
+  push_message(jk, ARGV[j + 2], owner, ARGV[j + 1])
   queued_index(jk, ARGV[j + 1])
   redis.call('RPUSH', KEYS[2], id)
   inflight_add(p, owner .. '|batch', id, now + ttl)
+  local qp = redis.call('HMGET', jk, 'queue', 'priority')
+  if qp[1] then redis.call('HINCRBY', p .. ':waiting', qp[1] .. '|' .. (qp[2] or '0'), 1) end
   j = j + 4 + 2 * nf
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[5], 'owner', owner, 'created_at', stamp, 'total', njobs, 'n_queued', njobs)

@@ -12,6 +12,16 @@ local ttl = tonumber(ARGV[5])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('RPUSH', KEYS[2], fmt(now) .. ' ' .. ARGV[3] .. ' ' .. ARGV[1])
 redis.call('EXPIRE', KEYS[2], ttl)
+-- A sync call's API process waits for this job: its record (less the request) goes straight to
+-- that process's channel, before the event, so it answers without reading the record back.
+local to = redis.call('HGET', KEYS[1], 'reply_to')
+if to then
+  local h, rec = redis.call('HGETALL', KEYS[1]), {}
+  for i = 1, #h, 2 do
+    if h[i] ~= 'request' and h[i] ~= 'msg' then rec[h[i]] = h[i + 1] end
+  end
+  redis.call('PUBLISH', to, cjson.encode(rec))
+end
 redis.call('PUBLISH', ARGV[4], redis.call('HGET', KEYS[1], 'id') .. ' ' .. ARGV[3])
 outbox_add()
 apply_metrics(9)
