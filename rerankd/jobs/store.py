@@ -34,26 +34,24 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from rerankd.jobs import events, listing
+from rerankd.jobs import events
 from rerankd.jobs.batches import BatchStore
 from rerankd.jobs.keys import Keys
-from rerankd.jobs.metrics import COUNTERS, HISTOGRAMS, MetricsWriter
+from rerankd.jobs.metrics import MetricsWriter
 from rerankd.jobs.outbox import Outbox
-from rerankd.jobs.quotas import LANES, Quota
+from rerankd.jobs.quotas import Quota
 from rerankd.jobs.record import ClaimResult, CreateResult, ErrorCode, JobRecord, JobStatus, _s
 from rerankd.jobs.relay import BrokerOutbox
 from rerankd.jobs.scripts import lua
+from rerankd.jobs.store_reads import StoreReads
 from rerankd.jobs.workers import WorkerRegistry
 from rerankd.types import RerankRequest, RerankResult
-
-_BUT_REQUEST = [name.encode() for name in JobRecord.model_fields if name != "request"]
-"""The hash fields :meth:`JobStore.get` reads when the request is not wanted."""
 
 StoreUnavailable = redis.exceptions.RedisError
 """Raised when the job store cannot be reached or answers with an error (the API's 503)."""
 
 
-class JobStore:
+class JobStore(StoreReads):
     """Async access to job records in Redis; ``batches`` and ``workers`` hold the rest."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
@@ -110,17 +108,6 @@ class JobStore:
     def outbox(self) -> Outbox:
         """The webhook outbox of this store's deployment."""
         return Outbox(self.r, self.prefix)
-
-    # ------------------------------------------------------------------ keys
-
-    def job_key(self, job_id: str) -> str:
-        return self.keys.job(job_id)
-
-    def log_key(self, job_id: str) -> str:
-        return self.keys.log(job_id)
-
-    def idem_key(self, owner: str, key: str) -> str:
-        return self.keys.idem(owner, key)
 
     # ------------------------------------------------------------------ create / read
 
@@ -229,72 +216,6 @@ class JobStore:
             retry = float(out[3]) if out[3] else None
             return CreateResult("quota", "", limit=out[1].decode(), current=int(out[2]), retry_after_s=retry)
         return CreateResult(outcome=out[0].decode(), job_id=out[1].decode())
-
-    async def get(self, job_id: str, with_request: bool = True) -> JobRecord | None:
-        """The job, or ``None``; ``with_request=False`` leaves ``request`` unset (cheaper: the
-        request, the largest field, is not even read)."""
-        if with_request:
-            h = await self.r.hgetall(self.job_key(job_id))
-        else:
-            values = await self.r.hmget(self.job_key(job_id), _BUT_REQUEST)
-            h = {k: v for k, v in zip(_BUT_REQUEST, values, strict=True) if v is not None}
-        if not h or b"status" not in h:
-            return None
-        return JobRecord.from_hash(h, with_request)
-
-    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        pipe = self.r.pipeline(transaction=False)
-        for j in job_ids:
-            pipe.hgetall(self.job_key(j))
-        rows = await pipe.execute()
-        return [JobRecord.from_hash(h) if h and b"status" in h else None for h in rows]
-
-    async def statuses(self, job_ids: Sequence[str]) -> list[str | None]:
-        pipe = self.r.pipeline(transaction=False)
-        for j in job_ids:
-            pipe.hget(self.job_key(j), "status")
-        return [_s(s) for s in await pipe.execute()]
-
-    async def history(self, job_id: str) -> list[str]:
-        """The job's transitions, oldest first (``"<time> <event> ..."``)."""
-        return [x.decode() for x in await self.r.lrange(self.log_key(job_id), 0, -1)]
-
-    async def queue_depth(self, queue: str) -> int:
-        """Messages waiting in ``queue``'s interactive lane (RabbitMQ: jobs waiting there)."""
-        return (await self.lane_depths([queue]))[queue][LANES[0]]
-
-    async def lane_depths(self, queues: Sequence[str]) -> dict[str, dict[int, int]]:
-        """Messages waiting per queue and lane (:data:`~rerankd.jobs.quotas.LANES`), one pipeline.
-        With RabbitMQ, which counts a queue's messages but not its lanes', the jobs waiting in each
-        lane (``{prefix}:waiting``, kept by the job scripts)."""
-        pipe = self.r.pipeline(transaction=False)
-        for q in queues:
-            for lane in LANES:
-                if self.broker_outbox is not None:
-                    pipe.hget(self.keys.waiting, f"{q}|{lane}")
-                else:
-                    pipe.llen(self.keys.lane(q, lane))
-        lengths = iter(await pipe.execute())
-        return {q: {lane: max(0, int(next(lengths) or 0)) for lane in LANES} for q in queues}
-
-    async def finished_per_minute(self, minutes: Sequence[int]) -> list[int]:
-        """Jobs that reached a final status in each minute (Unix time // 60; kept 20 minutes)."""
-        done = await self.r.mget([self.keys.throughput(m) for m in minutes]) if minutes else []
-        return [int(d or 0) for d in done]
-
-    # ------------------------------------------------------------------ listings
-
-    async def list_jobs(
-        self, owner: str, filters: listing.Filters, after: listing.Position | None, limit: int
-    ) -> tuple[list[JobRecord], listing.Position | None]:
-        """A page of ``owner``'s jobs, newest first, from ``after`` (:mod:`rerankd.jobs.listing`)."""
-        return await listing.list_jobs(self, owner, filters, after, limit)
-
-    async def list_batches(
-        self, owner: str, filters: listing.Filters, after: listing.Position | None, limit: int
-    ) -> tuple[list[tuple[str, dict[str, str]]], listing.Position | None]:
-        """A page of ``owner``'s batches ``(id, info)``, newest first, from ``after``."""
-        return await listing.list_batches(self, owner, filters, after, limit)
 
     # ------------------------------------------------------------------ events
 
@@ -418,45 +339,3 @@ class JobStore:
 
     async def set_field(self, job_id: str, name: str, value: str) -> None:
         await self.r.hset(self.job_key(job_id), name, value)
-
-    def metrics(self) -> MetricsWriter:
-        return MetricsWriter(self.keys)
-
-    async def flush_metrics(self, metrics: MetricsWriter) -> None:
-        if not metrics.ops:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        metrics.apply(pipe)
-        await pipe.execute()
-
-    async def read_metrics(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-        """``(counters, histograms)``: ``{name: {field: value}}`` as written by :class:`MetricsWriter`,
-        for the registered names (one pipeline, no scan)."""
-        rows = await self.read_metric_hashes([*(f"c:{n}" for n in COUNTERS), *(f"h:{n}" for n in HISTOGRAMS)])
-        out_c = {n: rows[f"c:{n}"] for n in COUNTERS if rows[f"c:{n}"]}
-        out_h = {n: rows[f"h:{n}"] for n in HISTOGRAMS if rows[f"h:{n}"]}
-        return out_c, out_h
-
-    async def in_flight(self) -> dict[str, int]:
-        """Jobs queued or running per owner (``owner|batch``: its batch jobs), as the quotas count
-        them (``lua/counters.lua``): O(owners)."""
-        owners = sorted(o.decode() for o in await self.r.smembers(self.keys.inflight_owners))
-        if not owners:
-            return {}
-        sec, usec = await self.r.time()
-        now = float(sec) + float(usec) / 1e6
-        pipe = self.r.pipeline(transaction=False)
-        for o in owners:
-            pipe.zcount(self.keys.inflight(o), now, "+inf")
-        return {o: int(n) for o, n in zip(owners, await pipe.execute(), strict=True)}
-
-    async def read_metric_hashes(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
-        """``{name: {field: value}}`` of the hashes ``{prefix}:m:{name}`` (``name`` such as
-        ``c:jobs_submitted_total``, ``g:jobs_by_status``)."""
-        pipe = self.r.pipeline(transaction=False)
-        for n in names:
-            pipe.hgetall(self.keys.metric(n))
-        return {
-            n: {f.decode(): float(v) for f, v in row.items()}
-            for n, row in zip(names, await pipe.execute(), strict=True)
-        }

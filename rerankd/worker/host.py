@@ -12,23 +12,22 @@ its running jobs finish within ``RERANKD_DRAIN_S`` or go back to their queue, at
 Every Redis call of the host survives a Redis outage: background rounds log and retry, and a
 finished job's outcome is written once Redis is back (fenced by its attempt).
 
-The engine is whatever ``load_engine(settings.engine, settings.model, **settings.engine_options)``
-gives, or, when ``settings.engine`` is a dotted ``module:Class``, ``Class.load(model, **options)``
-(``Class(model, **options)`` if it has no ``load``).
+The engine comes from :func:`rerankd.worker.engine_loader.build_engine`; batch messages take a batch
+slot first (:mod:`rerankd.worker.slots`); retries and metrics of an attempt are in
+:mod:`rerankd.worker.outcomes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,8 +37,7 @@ from rerankd.calibration.store import CalibrationSet, load_calibrations
 from rerankd.config import Settings
 from rerankd.engines.base import CapabilityError, Engine
 from rerankd.engines.loop_thread import LoopThread
-from rerankd.engines.options import validate_class_options
-from rerankd.jobs import ClaimResult, JobStore, MetricsWriter
+from rerankd.jobs import ClaimResult, JobStore
 from rerankd.jobs.amqp import lane_of
 from rerankd.jobs.brokers import open_store
 from rerankd.jobs.delivery import give_back, upper_lanes_waiting
@@ -50,6 +48,8 @@ from rerankd.jobs.routing import strategies_of, worker_capabilities, worker_queu
 from rerankd.strategies import rerank
 from rerankd.types import RerankInputError, RerankResult
 from rerankd.worker.drain import Drain, WorkerStopping
+from rerankd.worker.engine_loader import build_engine
+from rerankd.worker.outcomes import CLAIM_RETRY_S, record_metrics, retrying
 from rerankd.worker.slots import BatchSlots
 from rerankd.worker.watch import JobWatch, Running
 
@@ -58,30 +58,6 @@ __all__ = ["EngineHost", "WorkerStopping", "build_engine", "drain_host", "get_ho
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-FINISH_RETRY_S = 600.0
-"""How long a worker keeps trying to record a finished job's outcome while Redis is away."""
-CLAIM_RETRY_S = 120.0
-"""How long a worker keeps trying to claim a delivered job while Redis is away (then the
-message is requeued, or comes back after the visibility timeout)."""
-
-
-def build_engine(settings: Settings) -> Engine:
-    """Load the engine named by the settings (see the module docstring)."""
-    options = settings.engine_options_with_device()
-    if ":" in settings.engine:
-        module, _, attr = settings.engine.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"RERANKD_ENGINE={settings.engine!r}: cannot import {attr} from {module}: {e}") from e
-        loader = getattr(cls, "load", None)
-        options = validate_class_options(cls, options)
-        engine = loader(settings.model, **options) if callable(loader) else cls(settings.model, **options)
-        return cast(Engine, engine)
-    from rerankd.engines.factory import load_engine
-
-    return load_engine(settings.engine, settings.model, **options)
 
 
 class EngineHost:
@@ -257,7 +233,7 @@ class EngineHost:
             raise WorkerStopping(f"worker {self.worker_id} is stopping")
         self.drain.claiming += 1
         try:
-            claim = await self._retrying(
+            claim = await retrying(
                 f"job {job_id}: claiming",
                 lambda: self.store.claim(job_id, self.worker_id, s.lease_s, s.max_attempts),
                 limit_s=CLAIM_RETRY_S,
@@ -310,7 +286,7 @@ class EngineHost:
                     log.warning("job %s: lease lost (another worker took over); result discarded", job_id)
                     return
                 if entry.reason == "handback":
-                    await self.drain.hand_back(self.store, job_id, claim.attempt, self._retrying)
+                    await self.drain.hand_back(self.store, job_id, claim.attempt, retrying)
                     return
                 status, error, code = "cancelled", "cancelled on request", "cancelled"
             elif (exc := inner.exception()) is not None:
@@ -328,8 +304,8 @@ class EngineHost:
         finally:
             self.watch.running.pop(job_id, None)
         m = self.store.metrics()
-        self._record_metrics(m, claim, status, result, time.perf_counter() - t_run)
-        times = await self._retrying(
+        record_metrics(m, claim, status, result, time.perf_counter() - t_run)
+        times = await retrying(
             f"job {job_id}: recording {status}",
             lambda: self.store.finish(
                 job_id,
@@ -352,43 +328,6 @@ class EngineHost:
             )
             return
         self.jobs_done += 1
-
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]], limit_s: float = FINISH_RETRY_S) -> _T:
-        """``await call()``, retried with backoff while Redis is unreachable (up to ``limit_s``)."""
-        deadline = time.monotonic() + limit_s
-        delay = 0.5
-        while True:
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", what, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _record_metrics(
-        self,
-        m: MetricsWriter,
-        claim: ClaimResult,
-        status: str,
-        result: RerankResult | None,
-        run_s: float,
-    ) -> None:
-        """Metric updates of a finished attempt (applied by the finish script if it holds)."""
-        labels = {"model": claim.model, "strategy": claim.strategy}
-        m.inc("jobs_finished_total", {**labels, "status": status})
-        m.observe("job_queue_wait_seconds", {"model": claim.model}, max(0.0, claim.started_at - claim.created_at))
-        m.observe("job_run_seconds", labels, max(0.0, run_s))
-        if claim.request is not None:
-            m.observe("job_documents", {"strategy": claim.strategy}, len(claim.request.candidates))
-        if claim.attempt > 1:
-            m.inc("jobs_redelivered_total", {"model": claim.model})
-        if result is not None:
-            m.inc("llm_calls_total", labels, result.usage.llm_calls)
-            m.inc("prompt_tokens_total", labels, result.usage.prompt_tokens)
-            m.inc("completion_tokens_total", labels, result.usage.completion_tokens)
-            m.inc("parse_repairs_total", labels, len(result.warnings))
 
     def _worker_info(self) -> dict[str, str]:
         """The worker's heartbeat fields that do not change while it runs."""
