@@ -1,22 +1,24 @@
 -- include: now fmt terminate holder
 -- KEYS: job, log ; ARGV: worker, lease_s, default_max_attempts, events_channel
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local st = redis.call('HGET', KEYS[1], 'status')
+local h = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'attempts', 'max_attempts', 'expires_at',
+                     'lease_until', 'worker')
+local st = h[1]
+if not st then return {'missing'} end
 if st ~= 'queued' and st ~= 'running' then return {'done', st} end
-if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+if h[2] == '1' then
   terminate('cancelled', 'cancelled', 'cancelled on request')
   return {'cancelled'}
 end
-local att = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-local maxa = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or ARGV[3])
+local att = tonumber(h[3] or '0')
+local maxa = tonumber(h[4] or ARGV[3])
 if st == 'queued' then
-  local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
+  local exp = tonumber(h[5] or '')
   if exp and now > exp then
     terminate('expired', 'expired', 'not started before its wait deadline')
     return {'expired'}
   end
 else
-  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  local lease = tonumber(h[6] or '0')
   local wait = lease > now and holder_wait(KEYS[1], lease)
   if wait then return {'busy', fmt(wait)} end
   if att >= maxa then
@@ -24,7 +26,7 @@ else
       'worker lost during attempt %d of %d; giving up (max attempts %d)', att, maxa, maxa))
     return {'exhausted'}
   end
-  redis.call('RPUSH', KEYS[2], fmt(now) .. ' lost ' .. (redis.call('HGET', KEYS[1], 'worker') or ''))
+  redis.call('RPUSH', KEYS[2], fmt(now) .. ' lost ' .. (h[7] or ''))
   redis.call('HDEL', KEYS[1], 'requeued_msg')
 end
 att = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
