@@ -113,10 +113,10 @@ class Keys:
         """Running job ids by lease expiry (the reaper reads it)."""
         return f"{self.prefix}:leases"
 
-    @property
-    def waiting(self) -> str:
-        """Jobs queued per ``"{queue}|{lane}"`` (lua/counters.lua): lane depths with RabbitMQ."""
-        return f"{self.prefix}:waiting"
+    def waiting(self, queue: str, lane: int) -> str:
+        """Jobs queued in ``queue``'s ``lane``, scored by when their record expires (lua/counters.lua):
+        lane depths with RabbitMQ."""
+        return f"{self.prefix}:waiting:{queue}|{lane}"
 
     @property
     def queued(self) -> str:

@@ -3,6 +3,7 @@ those are :class:`rerankd.jobs.store.JobStore`'s scripts)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ class StoreReads:
         for q in queues:
             for lane in LANES:
                 if self.broker_outbox is not None:
-                    pipe.hget(self.keys.waiting, f"{q}|{lane}")
+                    pipe.zcount(self.keys.waiting(q, lane), time.time(), "+inf")
                 else:
                     pipe.llen(self.keys.lane(q, lane))
         lengths = iter(await pipe.execute())

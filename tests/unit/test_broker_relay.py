@@ -203,3 +203,17 @@ async def test_holder_that_just_claimed_is_not_taken_over(store: JobStore) -> No
     assert (await store.claim(job_id, "w1", lease_s=60, max_attempts=3)).attempt == 1
     busy = await store.claim(job_id, "w2", lease_s=60, max_attempts=3)
     assert busy.outcome == "busy" and 0 < busy.retry_in <= 7.1
+
+
+async def test_a_queued_job_whose_record_expires_stops_counting(store: JobStore) -> None:
+    """A model's workers away past the job TTL: the expired records leave the lane depth (no 503s
+    from jobs that no longer exist, no parked batch handed back for them)."""
+    _outbox(store, FakeBroker())
+    queue = f"{store.prefix}.m"
+    job_id = new_id()
+    fields = store.job_fields(owner="a", model="m", queue=queue, request=small_request(), deadline_s=10, max_attempts=3)
+    assert (await store.create(job_id, fields, ttl_s=1, message=task_message(job_id, queue, 0))).outcome == "created"
+    assert (await store.lane_depths([queue]))[queue][INTERACTIVE] == 1
+    await asyncio.sleep(2.2)
+    assert (await store.claim(job_id, "w1", 30, 3)).outcome == "missing"
+    assert (await store.lane_depths([queue]))[queue][INTERACTIVE] == 0

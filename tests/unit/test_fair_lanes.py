@@ -40,14 +40,17 @@ async def _create(store: JobStore, owner: str, priority: int = 0) -> str:
 
 
 async def _next(store: JobStore, priority: int = 0) -> str | None:
-    """What a worker's BRPOP takes next from the lane, claimed as the worker would."""
-    raw = await store.r.rpop(store.keys.lane(f"{store.prefix}.m", priority))
-    if raw is None:
-        return None
-    job_id = str(json.loads(b64decode(json.loads(raw)["body"]))[0][0])
-    claim = await store.claim(job_id, "w1", 30, 3)
-    assert claim.outcome == "claimed"
-    return job_id
+    """The next job a worker runs from the lane: BRPOP, claim; a message whose claim finds its job
+    ended (cancelled) is dropped, as a worker does."""
+    while True:
+        raw = await store.r.rpop(store.keys.lane(f"{store.prefix}.m", priority))
+        if raw is None:
+            return None
+        job_id = str(json.loads(b64decode(json.loads(raw)["body"]))[0][0])
+        claim = await store.claim(job_id, "w1", 30, 3)
+        if claim.outcome == "claimed":
+            return job_id
+        assert claim.outcome == "done"
 
 
 async def test_one_owner_is_fifo(store: JobStore) -> None:
@@ -93,3 +96,30 @@ async def test_cancelled_and_taken_messages_keep_the_order(store: JobStore) -> N
     assert await _next(store) == b
     members = await store.r.zrange(f"{store.prefix}:fair:{lane}", 0, -1)
     assert [m.decode().split("|")[1] for m in members] == [a[2]]
+
+
+async def test_a_second_batch_interleaves_one_job_each(store: JobStore) -> None:
+    """Two owners' batches on the batch lane: one pass per batch, turns one job each."""
+    queue = f"{store.prefix}.m"
+
+    async def batch(owner: str, n: int) -> list[str]:
+        jobs = []
+        for _ in range(n):
+            job_id = new_id()
+            fields = store.job_fields(
+                owner=owner, model="m", queue=queue, request=small_request(), deadline_s=10, max_attempts=3
+            )
+            fields["priority"] = "9"
+            jobs.append((job_id, fields, task_message(job_id, queue, 9)))
+        out = await store.batches.submit(
+            new_id("batch"), owner, jobs, {}, ttl_s=60, idem_key=store.keys.batch_idem(owner, None)
+        )
+        assert out.outcome == "created"
+        return [j for j, _, _ in jobs]
+
+    a = await batch("alice", 50)
+    b = await batch("bob", 5)
+    order = [await _next(store, 9) for _ in range(55)]
+    assert order[:10] == [x for pair in zip(a[:5], b, strict=True) for x in pair]
+    assert order[10:] == a[5:]
+    assert await _next(store, 9) is None

@@ -17,6 +17,14 @@ local function push_message(jk, list, owner, msg)
     fair_push(jk, list, owner, msg)
   end
 end
+-- The messages of one owner's new jobs ({{jk, msg}, ...}) on one lane (a batch: one pass).
+local function push_messages(list, owner, jobs)
+  if is_broker_outbox(list) then
+    for _, job in ipairs(jobs) do redis.call('ZADD', list, now, job[2]) end
+  else
+    fair_push_many(list, owner, jobs)
+  end
+end
 -- A message put back for a job whose worker was lost: at the consuming end of its lane.
 local function requeue_message(list, msg)
   if is_broker_outbox(list) then
@@ -33,11 +41,11 @@ local function message_waiting(list, msg)
   return redis.call('LPOS', list, msg) ~= false
 end
 -- The depth of a lane: its Redis list's length, or with RabbitMQ (which counts a queue's messages,
--- not its lanes') the jobs waiting for a run in it, {prefix}:waiting (counters.lua keeps it).
+-- not its lanes') the jobs waiting for a run in it, {prefix}:waiting:{queue}|{lane} (counters.lua).
 local function lane_depth(list, queue, lane)
   if is_broker_outbox(list) then
     local p = string.sub(list, 1, #list - 14)
-    return tonumber(redis.call('HGET', p .. ':waiting', queue .. '|' .. lane) or '0')
+    return redis.call('ZCOUNT', p .. ':waiting:' .. queue .. '|' .. lane, now, '+inf')
   end
   return redis.call('LLEN', list)
 end

@@ -6,7 +6,8 @@
 --                              in the set {prefix}:q:inflight-keys
 -- {prefix}:batch:{id}          n_<status> -> the batch's jobs in that status
 -- {prefix}:m:tp:{minute}       jobs that left queued/running in that minute (Unix time // 60; 20 min TTL)
--- {prefix}:waiting             "{queue}|{lane}" -> jobs queued there (the lane depth with RabbitMQ)
+-- {prefix}:waiting:{queue}|{lane}  jobs queued there, scored by when their record expires (a
+--                              record that expires queued stops counting): a lane's depth with RabbitMQ
 local function _active(st) return st == 'queued' or st == 'running' end
 local function _incr(key, field, by)
   if redis.call('HINCRBY', key, field, by) < 0 then redis.call('HSET', key, field, 0) end
@@ -20,7 +21,14 @@ local function count_move(from, to)
   local p = string.match(KEYS[1], '^(.*):job:[^:]+$')
   local f = redis.call('HMGET', KEYS[1], 'owner', 'kind', 'model', 'batch_id', 'id', 'queue', 'priority')
   if f[6] and (from == 'queued' or to == 'queued') then
-    _incr(p .. ':waiting', f[6] .. '|' .. (f[7] or '0'), to == 'queued' and 1 or -1)
+    local wk = p .. ':waiting:' .. f[6] .. '|' .. (f[7] or '0')
+    if to == 'queued' then
+      local ttl = redis.call('TTL', KEYS[1])
+      redis.call('ZADD', wk, ttl > 0 and now + ttl or now + 315360000, f[5])
+      redis.call('ZREMRANGEBYSCORE', wk, '-inf', '(' .. now)
+    else
+      redis.call('ZREM', wk, f[5])
+    end
   end
   local model = cjson.encode(f[3] or '')
   local owner = f[1] or ''

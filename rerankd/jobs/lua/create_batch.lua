@@ -38,6 +38,7 @@ if over then return over end
 local qb = j
 local stamp = fmt(now)
 j = jobs_at
+local lanes, lane_order = {}, {}
 for _ = 1, njobs do
   local id, nf = ARGV[j], tonumber(ARGV[j + 3])
   local jk = p .. ':job:' .. id
@@ -47,14 +48,19 @@ for _ = 1, njobs do
   redis.call('EXPIRE', jk, ttl)
   redis.call('RPUSH', jk .. ':log', stamp .. ' queued')
   redis.call('EXPIRE', jk .. ':log', ttl)
-  push_message(jk, ARGV[j + 2], owner, ARGV[j + 1])
+  if not lanes[ARGV[j + 2]] then
+    lanes[ARGV[j + 2]] = {}
+    lane_order[#lane_order + 1] = ARGV[j + 2]
+  end
+  table.insert(lanes[ARGV[j + 2]], {jk, ARGV[j + 1]})
   queued_index(jk, ARGV[j + 1])
   redis.call('RPUSH', KEYS[2], id)
   inflight_add(p, owner .. '|batch', id, now + ttl)
   local qp = redis.call('HMGET', jk, 'queue', 'priority')
-  if qp[1] then redis.call('HINCRBY', p .. ':waiting', qp[1] .. '|' .. (qp[2] or '0'), 1) end
+  if qp[1] then redis.call('ZADD', p .. ':waiting:' .. qp[1] .. '|' .. (qp[2] or '0'), now + ttl, id) end
   j = j + 4 + 2 * nf
 end
+for _, lane in ipairs(lane_order) do push_messages(lane, owner, lanes[lane]) end
 redis.call('HSET', KEYS[1], 'id', ARGV[5], 'owner', owner, 'created_at', stamp, 'total', njobs, 'n_queued', njobs)
 for m = 0, nmeta - 1 do redis.call('HSET', KEYS[1], ARGV[meta_at + 2 * m], ARGV[meta_at + 2 * m + 1]) end
 redis.call('EXPIRE', KEYS[1], ttl)
