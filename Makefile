@@ -53,9 +53,10 @@ test: models
 test-fast: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit -m "not integration"
 
-# The console's pictures in docs/ui, taken by its browser test (tests write only to temporary folders).
+# The console's pictures in docs/ui, taken on a clean private stack (`rerankd up` with $(MODEL)) after a few
+# jobs, a batch and a playground run (docs/ui/take_screenshots.py); tests write only to temporary folders.
 screenshots: models
-	SCREENSHOTS_DIR=$(CURDIR)/docs/ui $(VENV)/bin/pytest -q -p no:cacheprovider tests/integration/test_console.py
+	$(PY) docs/ui/take_screenshots.py --model $(MODEL) --out $(CURDIR)/docs/ui
 
 lint: setup
 	$(VENV)/bin/ruff check rerankd tests bench

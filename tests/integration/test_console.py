@@ -1,14 +1,13 @@
 """The web console at /ui in a real browser (Playwright driving Debian's chromium, installed by
 ``make setup``) against the real stack: every page clicked through, no JS error allowed.
 
-Screenshots of the pages go to the test's temporary folder; ``make screenshots`` sets
-``SCREENSHOTS_DIR=docs/ui`` to refresh the docs' pictures (a test run leaves the tree as it was).
+Screenshots of the pages go to the test's temporary folder only (for a look after a failure); the
+docs' pictures come from a clean stack, not this test's: ``make screenshots`` (docs/ui/take_screenshots.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -74,7 +73,7 @@ def test_console_pages(service: Service, browser: Any, tmp_path: Path) -> None:
     for j in mine:
         assert service.wait_job(j)["status"] == "succeeded"
     batch_id = _batch(service)
-    shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path / "shots")
+    shots = tmp_path / "shots"
     shots.mkdir(parents=True, exist_ok=True)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
