@@ -6,6 +6,7 @@ fairness (tenant B's sync latency while tenant A runs a big batch); ``/metrics``
     .venv/bin/python bench/service.py --model-concurrency 1,16 --model-requests 16   # slow on CPU
     .venv/bin/python bench/service.py --scaling       # 1/2/4 workers x 1/2 APIs: jobs/s, server cost per job
     .venv/bin/python bench/service.py --compare /tmp/before   # that copy's code vs this checkout's
+    .venv/bin/python bench/service.py --issue20       # Redis vs RabbitMQ; B alone / during A's batch, flood
 
 Printed figures: (a) queue overhead with the echo engine (p50 over in-process, jobs/s at
 concurrency 16); (b) tenant B's sync p99 alone and while tenant A's ``--batch-lines`` batch
@@ -196,9 +197,11 @@ async def run_service(
     warmup: int,
     tenant: str = "tenant-b",
     samples: list[tuple[str, float, float]] | None = None,
+    documents: int = len(PASSAGES),
 ) -> Row:
-    """``samples``: filled with ``(job id, sent, answered)`` wall-clock times of the measured calls."""
-    body = {"model": model, "query": QUERY, "documents": PASSAGES}
+    """``samples``: filled with ``(job id, sent, answered)`` wall-clock times of the measured calls;
+    ``documents``: the first that many of :data:`PASSAGES`."""
+    body = {"model": model, "query": QUERY, "documents": PASSAGES[:documents]}
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits, headers=auth(tenant)) as http:
         record: list[tuple[str, float, float]] = []
@@ -219,10 +222,13 @@ async def run_service(
     return Row(name, concurrency, "service", lat, wall, err)
 
 
-async def breakdown(redis_url: str, prefix: str, samples: list[tuple[str, float, float]]) -> str:
+async def stage_ms(
+    redis_url: str, prefix: str, samples: list[tuple[str, float, float]], q: float = 0.5
+) -> dict[str, float]:
     """Where the time of sync calls goes, from the job records' server-clock timestamps (same
     machine): client -> job created (HTTP, API, create script), created -> started (broker, worker
-    claim), started -> finished (worker run), finished -> client (event, read, answer)."""
+    claim), started -> finished (worker run), finished -> client (event, read, answer); the ``q``
+    quantile of each stage in ms."""
     from rerankd.jobs import JobStore
 
     store = JobStore.from_url(redis_url, prefix)
@@ -240,13 +246,22 @@ async def breakdown(redis_url: str, prefix: str, samples: list[tuple[str, float,
         c, st, f = (float(x) for x in row)
         for i, v in enumerate((c - sent, st - c, f - st, answered - f)):
             parts[i].append(v * 1000)
-    names = ("client->created", "created->started", "started->finished", "finished->client")
-    return ", ".join(f"{n} {sorted(xs)[len(xs) // 2]:.2f}" for n, xs in zip(names, parts, strict=True) if xs)
+    return {
+        n: sorted(xs)[min(len(xs) - 1, round(q * (len(xs) - 1)))] for n, xs in zip(STAGES, parts, strict=True) if xs
+    }
 
 
-def batch_file(lines: int, model: str) -> bytes:
-    """A batch of ``lines`` 20-passage reranks (our request shape)."""
-    candidates = [{"docid": str(i), "text": t} for i, t in enumerate(PASSAGES)]
+STAGES = ("client->created", "created->started", "started->finished", "finished->client")
+
+
+async def breakdown(redis_url: str, prefix: str, samples: list[tuple[str, float, float]]) -> str:
+    """:func:`stage_ms`'s medians as one line."""
+    return ", ".join(f"{n} {v:.2f}" for n, v in (await stage_ms(redis_url, prefix, samples)).items())
+
+
+def batch_file(lines: int, model: str, documents: int = len(PASSAGES)) -> bytes:
+    """A batch of ``lines`` reranks of ``documents`` passages (our request shape)."""
+    candidates = [{"docid": str(i), "text": t} for i, t in enumerate(PASSAGES[:documents])]
     body = {"model": model, "query": {"text": QUERY}, "candidates": candidates}
     return "".join(json.dumps({"custom_id": f"line-{i}", "body": body}) + "\n" for i in range(lines)).encode()
 
@@ -368,8 +383,11 @@ def stack_env(redis_url: str, prefix: str, aliases: dict[str, Any], root: Path =
 class Stack:
     """Redis (found or started), an API and workers as child processes (rerankd.launchers.local)."""
 
-    def __init__(self, workers: dict[str, tuple[str, str, int]], log_dir: Path) -> None:
+    def __init__(
+        self, workers: dict[str, tuple[str, str, int]], log_dir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.workers = workers
+        self.extra_env = extra_env or {}  # e.g. RERANKD_BROKER_URL
         self.log_dir = log_dir
         self.prefix = f"bench{secrets.token_hex(3)}"
         self.port = free_port()
@@ -381,7 +399,7 @@ class Stack:
     def start(self) -> None:
         self.redis_url, self.valkey = find_redis()
         aliases = {name: {"model": model} for name, (model, _, _) in self.workers.items()}
-        base = stack_env(self.redis_url, self.prefix, aliases)
+        base = {**stack_env(self.redis_url, self.prefix, aliases), **self.extra_env}
         self.local = LocalStack(base, self.log_dir, cwd=ROOT)  # rerankd.launchers: the one launcher
         for name, (model, engine, concurrency) in self.workers.items():
             self.local.start_worker(name, model, engine, concurrency, args=[])
@@ -492,9 +510,14 @@ def main() -> None:
     g.add_argument("--compare", metavar="TREE", help="only the echo rows of TREE's code vs this checkout's")
     g.add_argument("--rounds", type=int, default=2, help="--compare rounds (before, after alternated)")
     g.add_argument("--compare-requests", type=int, default=500, help="--compare: c=1 requests (c=16: 4x)")
+    sys.path.insert(0, str(ROOT))  # run as a script: bench/ is on the path, the repository is not
+    from bench import _service_fairness
+
+    _service_fairness.add_args(p)
     args = p.parse_args()
+    if args.issue20:
+        return _service_fairness.issue20(args)
     if args.scaling or args.compare:
-        sys.path.insert(0, str(ROOT))  # run as a script: bench/ is on the path, the repository is not
         from bench import _service_scaling
 
         (_service_scaling.scaling if args.scaling else _service_scaling.compare)(args)

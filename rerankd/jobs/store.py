@@ -87,14 +87,17 @@ class JobStore(StoreReads):
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float = 5.0, max_connections: int = 64) -> JobStore:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: past max_connections a caller waits (up to timeout_s) for a free
+        # connection instead of failing, so a burst of requests is served, not answered 503.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            max_connections=max_connections,
             health_check_interval=30,
         )
-        return cls(client, prefix)
+        return cls(aioredis.Redis.from_pool(pool), prefix)
 
     async def aclose(self) -> None:
         if self.broker_outbox is not None:

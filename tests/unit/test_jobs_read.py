@@ -103,3 +103,15 @@ async def test_a_cancelled_job_naming_an_inbox_comes_as_an_event(store: JobStore
     assert (await store.cancel(job_id, "alice"))[0] == "cancelled"
     assert await asyncio.wait_for(first, 30) == (job_id, None)
     await endings.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_burst_past_the_pool_size_waits_for_connections(redis_url: str) -> None:
+    """100 sync callers at once used to get 503 (redis-py's MaxConnectionsError); the pool now
+    makes them wait for a free connection."""
+    store = JobStore.from_url(redis_url, f"burst-{secrets.token_hex(3)}", max_connections=4)
+    try:
+        replies = await asyncio.gather(*(store.r.ping() for _ in range(200)))
+        assert all(replies)
+    finally:
+        await store.aclose()
