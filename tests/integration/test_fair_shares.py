@@ -21,7 +21,9 @@ from tests.support.stack import REPO, Service
 
 pytestmark = pytest.mark.integration
 
+# names of their own: other modules' "alice" jobs in flight on the shared service count against "alice"
 KEYS = {"alice": "key-fair-alice", "bob": "key-fair-bob"}
+NAMES = {"alice": "fair-alice", "bob": "fair-bob"}
 
 
 @dataclass
@@ -50,9 +52,9 @@ def fair_api(service: Service) -> Iterator[FairApi]:
     aliases["turns"] = {"model": "turns-model"}
     env = {
         **service.env,
-        "RERANKD_API_KEYS": ",".join(f"{o}:{k}" for o, k in KEYS.items()),
+        "RERANKD_API_KEYS": ",".join(f"{NAMES[o]}:{k}" for o, k in KEYS.items()),
         "RERANKD_ALIASES": json.dumps(aliases),
-        "RERANKD_QUOTAS": json.dumps({"alice": {"jobs_in_flight": 5}}),
+        "RERANKD_QUOTAS": json.dumps({NAMES["alice"]: {"jobs_in_flight": 5}}),
         "RERANKD_MAX_QUEUE_DEPTH": "100",
     }
     stack = LocalStack(env, service.logs / "fair-api", cwd=REPO)
