@@ -8,126 +8,34 @@ so job lengths are under the test's control.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from rerankd.launchers.net import free_port
-from tests.support.engines import NO_SUCH_ENGINE, SLEEP_ENGINE
+from tests.support.engines import NO_SUCH_ENGINE
 from tests.support.stack import REPO
+from tests.support.up import Up, start_up, stop_up, up_env
 
 pytestmark = pytest.mark.integration
 
 FINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 
-@dataclass
-class Up:
-    """A running ``rerankd up`` and its log."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def children(self) -> dict[str, psutil.Process]:
-        """``valkey``, ``api`` and ``worker`` by their command lines (celery renames its process)."""
-        out: dict[str, psutil.Process] = {}
-        for child in psutil.Process(self.proc.pid).children():
-            with contextlib.suppress(psutil.Error):
-                cmd = " ".join(child.cmdline())
-                name = "valkey" if "valkey-server" in cmd else "api" if "rerankd.api" in cmd else "worker"
-                out[name] = child
-        return out
-
-    def submit(self, query: str, model: str | None = None, key: str | None = None) -> str:
-        body: dict[str, Any] = {"query": {"text": query}, "candidates": [{"docid": "a", "text": "x"}]}
-        if model:
-            body["model"] = model
-        headers = {"Idempotency-Key": key} if key else {}
-        resp = httpx.post(f"{self.url}/v1/jobs", json=body, headers=headers, timeout=30)
-        assert resp.status_code in (200, 202), resp.text
-        return str(resp.json()["id"])
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        resp = httpx.get(f"{self.url}/v1/jobs/{job_id}?include=history", timeout=30)
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json())
-
-    def wait(self, job_ids: list[str], until: set[str], timeout: float) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = {}
-            for j in job_ids:  # 503 while Redis restarts
-                with contextlib.suppress(httpx.HTTPError, AssertionError):
-                    jobs[j] = self.job(j)
-            if all(j in jobs and jobs[j]["status"] in until for j in job_ids) or time.monotonic() > deadline:
-                return jobs
-            time.sleep(0.3)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RERANKD_")}
-    return {**env, "PYTHONPATH": str(REPO), "RERANKD_MODEL": "slow", "RERANKD_ENGINE": SLEEP_ENGINE, **extra}
-
-
-def _start_up(tmp: Path, port: int, data_dir: Path, env: dict[str, str], name: str = "up") -> Up:
-    log = tmp / f"{name}.log"
-    with log.open("ab") as fh:
-        argv = ["up", "--port", str(port), "--concurrency", "4", "--data-dir", str(data_dir)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rerankd.cli", *argv],
-            env=env,
-            cwd=REPO,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    up = Up(proc, port, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        # `up` treats a crash before its own first healthy check as a set-up error (it stops), so
-        # the tests kill children only once it has said it is ready, not merely once /healthz answers
-        if "rerankd up: ready" in up.text():
-            return up
-        time.sleep(0.3)
-    proc.kill()
-    raise AssertionError(f"rerankd up did not become healthy:\n{up.text()[-4000:]}")
-
-
-def _stop(up: Up) -> int:
-    if up.proc.poll() is None:
-        up.proc.send_signal(signal.SIGTERM)
-    try:
-        return up.proc.wait(90)
-    except subprocess.TimeoutExpired:
-        up.proc.kill()
-        return up.proc.wait()
-
-
 @pytest.fixture
 def up_stack(tmp_path: Path) -> Iterator[Up]:
-    up = _start_up(tmp_path, free_port(), tmp_path / "data", _env())
+    up = start_up(tmp_path, free_port(), tmp_path / "data", up_env())
     try:
         yield up
     finally:
-        _stop(up)
+        stop_up(up)
 
 
 def _events(job: dict[str, Any]) -> list[tuple[float, str]]:
@@ -182,9 +90,9 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 def test_sigkill_of_up_leaves_nothing_and_accepted_jobs_survive_a_restart(tmp_path: Path) -> None:
-    env = _env(RERANKD_MODELS='["ghost"]')  # a model no worker hosts: its jobs stay queued
+    env = up_env(RERANKD_MODELS='["ghost"]')  # a model no worker hosts: its jobs stay queued
     port, data = free_port(), tmp_path / "data"
-    up = _start_up(tmp_path, port, data, env)
+    up = start_up(tmp_path, port, data, env)
     try:
         job_id = up.submit("kept across restarts", model="ghost", key="k-1")
         # a second stack on the same data directory is refused (one server per directory)
@@ -206,15 +114,15 @@ def test_sigkill_of_up_leaves_nothing_and_accepted_jobs_survive_a_restart(tmp_pa
             time.sleep(0.2)
         assert _alive(pids) == [], f"left behind: {[psutil.Process(p).cmdline() for p in _alive(pids)]}"
     finally:
-        _stop(up)
+        stop_up(up)
 
-    again = _start_up(tmp_path, port, data, env, name="up-again")  # the same port is free again
+    again = start_up(tmp_path, port, data, env, name="up-again")  # the same port is free again
     try:
         job = again.job(job_id)
         assert job["status"] == "queued" and job["model"] == "ghost"
         assert again.submit("kept across restarts", model="ghost", key="k-1") == job_id
     finally:
-        assert _stop(again) == 0, again.text()[-4000:]
+        assert stop_up(again) == 0, again.text()[-4000:]
 
 
 def test_busy_port_is_refused_clearly(tmp_path: Path) -> None:
@@ -224,7 +132,7 @@ def test_busy_port_is_refused_clearly(tmp_path: Path) -> None:
         port = s.getsockname()[1]
         out = subprocess.run(
             [sys.executable, "-m", "rerankd.cli", "up", "--port", str(port), "--ephemeral"],
-            env=_env(),
+            env=up_env(),
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -238,7 +146,7 @@ def test_a_worker_that_cannot_start_stops_up_instead_of_restarting(tmp_path: Pat
     argv = ["up", "--port", str(free_port()), "--ephemeral", "--engine", NO_SUCH_ENGINE]
     out = subprocess.run(
         [sys.executable, "-m", "rerankd.cli", *argv],
-        env=_env(),
+        env=up_env(),
         cwd=REPO,
         capture_output=True,
         text=True,

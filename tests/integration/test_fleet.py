@@ -15,7 +15,6 @@ minutes; test_durability.py checks the default timings.  The jobs run on
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import pytest
 from rerankd.launchers.net import free_port
 from tests.support.engines import SLEEP_ENGINE
 from tests.support.fleet import FINAL, Broker, Fleet, Host, events, fleet_env
-from tests.support.rabbitmq import find_rabbit
+from tests.support.rabbitmq import rabbit_for_tests
 from tests.support.stack import KEYS
 
 pytestmark = pytest.mark.integration
@@ -52,18 +51,8 @@ def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "redis":
         yield Broker("redis")
         return
-    try:
-        server, node = find_rabbit(tmp_path_factory.mktemp("rabbitmq"))
-    except (FileNotFoundError, RuntimeError) as e:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI: no RabbitMQ for the fleet test: {e}")
-        pytest.skip(str(e))
-    try:
-        with server.vhost() as url:
-            yield Broker("amqp", url)
-    finally:
-        if node is not None:
-            node.stop()
+    with rabbit_for_tests(tmp_path_factory.mktemp("rabbitmq"), "the fleet test") as server, server.vhost() as url:
+        yield Broker("amqp", url)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ import redis
 from rerankd.launchers.local import LocalStack
 from rerankd.launchers.net import free_port
 from tests.support.engines import SLEEP_ENGINE
-from tests.support.rabbitmq import PrivateNode, Rabbit, find_rabbit, private_node_available
+from tests.support.rabbitmq import PrivateNode, Rabbit, private_node_available, rabbit_for_tests
 from tests.support.stack import KEYS, REPO
 
 pytestmark = pytest.mark.integration
@@ -46,17 +46,8 @@ RESUME_WITHIN_S = 10.0
 
 @pytest.fixture(scope="module")
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit]:
-    try:
-        server, node = find_rabbit(tmp_path_factory.mktemp("rabbitmq"))
-    except (FileNotFoundError, RuntimeError) as e:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI: no RabbitMQ for the broker tests: {e}")
-        pytest.skip(str(e))
-    try:
+    with rabbit_for_tests(tmp_path_factory.mktemp("rabbitmq"), "the broker tests") as server:
         yield server
-    finally:
-        if node is not None:
-            node.stop()
 
 
 @dataclass

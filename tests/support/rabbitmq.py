@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+import pytest
+
 from rerankd.launchers.net import free_port, reachable
 
 __all__ = ["PrivateNode", "Rabbit", "find_rabbit"]
@@ -170,3 +172,20 @@ def find_rabbit(root: Path) -> tuple[Rabbit, PrivateNode | None]:
     node = PrivateNode(root / f"rabbitmq-{socket.gethostname()}")
     node.start()
     return node.rabbit(), node
+
+
+@contextlib.contextmanager
+def rabbit_for_tests(root: Path, what: str) -> Iterator[Rabbit]:
+    """A server for a test module (:func:`find_rabbit`; a private node is stopped afterwards). None
+    available: the tests are skipped, or fail under CI (``CI=true``), naming ``what`` needed it."""
+    try:
+        server, node = find_rabbit(root)
+    except (FileNotFoundError, RuntimeError) as e:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI: no RabbitMQ for {what}: {e}")
+        pytest.skip(str(e))
+    try:
+        yield server
+    finally:
+        if node is not None:
+            node.stop()

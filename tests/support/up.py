@@ -47,9 +47,13 @@ class Up:
                 out[name] = child
         return out
 
-    def submit(self, query: str) -> str:
+    def submit(self, query: str, model: str | None = None, key: str | None = None) -> str:
+        """A job of ``query`` (``model``: another served name; ``key``: an Idempotency-Key)."""
         body: dict[str, Any] = {"query": {"text": query}, "candidates": [{"docid": "a", "text": "x"}]}
-        resp = httpx.post(f"{self.url}/v1/jobs", json=body, timeout=30)
+        if model:
+            body["model"] = model
+        headers = {"Idempotency-Key": key} if key else {}
+        resp = httpx.post(f"{self.url}/v1/jobs", json=body, headers=headers, timeout=30)
         assert resp.status_code in (200, 202), resp.text
         return str(resp.json()["id"])
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -37,17 +36,6 @@ class FakeBroker:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"test-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 def _outbox(store: JobStore, broker: FakeBroker, grace_s: float = 0.3) -> BrokerOutbox:

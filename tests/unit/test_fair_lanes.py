@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import secrets
 from base64 import b64decode
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,17 +12,6 @@ from rerankd.jobs.messages import task_message
 from tests.support.jobs import small_request
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"test-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 async def _create(store: JobStore, owner: str, priority: int = 0) -> str:

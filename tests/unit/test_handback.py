@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,17 +13,6 @@ from rerankd.jobs.messages import task_message
 from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"test-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 async def _create(store: JobStore, priority: int = 0, expires_in: float | None = None) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,17 +11,6 @@ from rerankd.jobs import JobStore, body_hash, new_id
 from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"test-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 async def _create(store: JobStore, **kw: object) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,17 +14,6 @@ from rerankd.jobs.quotas import BATCH, LOW, Quota, cohere_lane, lane_key
 from tests.support.jobs import small_request, small_result
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"testq-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 def _quota(owner: str = "alice", docs: int = 3, **limits: int) -> Quota:

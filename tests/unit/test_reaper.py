@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,17 +12,6 @@ from rerankd.jobs.reaper import LeaseReaper
 from rerankd.types import Candidate, Query, RankedDoc, RerankRequest, RerankResult
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[JobStore]:
-    prefix = f"test-{secrets.token_hex(4)}"
-    st = JobStore.from_url(redis_url, prefix)
-    yield st
-    keys = [k async for k in st.r.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await st.r.delete(*keys)
-    await st.aclose()
 
 
 def _message(job_id: str, queue: str, priority: int) -> str:
