@@ -91,3 +91,27 @@ def test_stopping_rerankd_up_waits_for_the_drain_and_the_job_keeps_its_attempts(
         assert stop_up(again) == 0, again.text()[-4000:]
     assert job["status"] == "succeeded" and job["attempts"] == 1, job
     assert _events(job) == ["queued", "running", "handed", "running", "succeeded"], job["history"]
+
+
+def test_with_the_default_drain_a_running_job_finishes_before_rerankd_up_exits(tmp_path: Path) -> None:
+    """The defaults (RERANKD_DRAIN_S 30 s, stop timeout 60 s): SIGTERM during a 6 s job lets it finish
+    on the stopping worker, once, attempt 1; nothing is killed."""
+    port, data = free_port(), tmp_path / "data"
+    env = up_env()
+    up = start_up(tmp_path, port, data, env)
+    try:
+        job_id = up.submit("default drain sleep=6")
+        up.wait([job_id], {"running"}, timeout=60)
+    finally:
+        code = stop_up(up)
+    log = up.text()
+    assert code == 0, log[-4000:]
+    assert "the worker's running jobs get 30s to finish (RERANKD_DRAIN_S)" in log
+    assert "killed if still running after 60s" in log and "did not stop in" not in log
+    again = start_up(tmp_path, port, data, env, name="up-again")
+    try:
+        job = again.wait([job_id], FINAL, timeout=60)[job_id]
+    finally:
+        assert stop_up(again) == 0, again.text()[-4000:]
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert _events(job) == ["queued", "running", "succeeded"], job["history"]
