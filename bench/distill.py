@@ -15,14 +15,19 @@
    ``rerankd rerank --strategy cascade`` (journal in the cache: a re-run only adds queries), compared
    with the teacher over BM25's top-20 on the queries both cover (paired bootstrap CI).
 
+5. Speed side by side (``--speed N``): the teacher (hf engine, the machine's default dtype) and the
+   student over the same first N DL19 top-20 queries, alternating query by query in this process.
+
     python bench/distill.py --journal A.journal.jsonl --journal B.journal.jsonl \
-        --teacher-dl19 dl19.top20.w100.trec.journal.jsonl [--cascade] [--cascade-limit N]
+        --teacher-dl19 dl19.top20.w100.trec.journal.jsonl [--teacher-strategy first] \
+        [--teacher-dl19-100 dl19.top100.journal.jsonl] [--cascade] [--cascade-limit N] [--speed N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -65,7 +70,9 @@ def snapshot(journal: Path, cache: Path) -> tuple[Path, int]:
     """A copy of ``journal`` up to its last complete line (a run may still be writing it)."""
     data = journal.read_bytes()
     data = data[: data.rfind(b"\n") + 1]
-    dst = cache / "snapshots" / journal.name
+    # Keyed by the full path: two teachers' journals of the same query file share a name.
+    tag = hashlib.sha256(str(journal.resolve()).encode()).hexdigest()[:8]
+    dst = cache / "snapshots" / f"{tag}-{journal.name}"
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
     return dst, data.count(b"\n") - 1
@@ -121,6 +128,35 @@ def student_runs(student: Path, items: list[QueryItem]) -> tuple[list[RerankResu
     return asyncio.run(run())
 
 
+def side_by_side(student: Path, strategy: str, items: list[QueryItem]) -> tuple[float, float]:
+    """ms/query of the teacher and of the student over the same queries, alternating, one process."""
+    from rerankd.engines.cross_encoder.engine import CrossEncoderEngine
+    from rerankd.engines.factory import load_engine
+    from rerankd.runs.requests import strategy_config
+    from rerankd.strategies import rerank
+
+    teacher = load_engine("hf", TEACHER, device="cpu")
+    pupil = CrossEncoderEngine.load(str(student), device="cpu", max_length=128)
+    t_cfg, s_cfg = strategy_config(strategy, []), PointwiseConfig()
+
+    async def run() -> tuple[float, float]:
+        t_total = s_total = 0.0
+        for it in items:
+            for cfg, engine in ((t_cfg, teacher), (s_cfg, pupil)):
+                t0 = time.perf_counter()
+                await rerank(RerankRequest(query=it.query, candidates=it.candidates, strategy=cfg), engine)
+                took = time.perf_counter() - t0
+                if engine is teacher:
+                    t_total += took
+                else:
+                    s_total += took
+        await teacher.aclose()
+        await pupil.aclose()
+        return 1000 * t_total / len(items), 1000 * s_total / len(items)
+
+    return asyncio.run(run())
+
+
 def rerankd(*args: str) -> None:
     cmd = [sys.executable, "-m", "rerankd", *args]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
@@ -133,6 +169,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--journal", type=Path, action="append", required=True, help="teacher journal (teaching queries)")
     ap.add_argument("--teacher-dl19", type=Path, help="the teacher's DL19 top-20 journal (same word cap)")
+    ap.add_argument(
+        "--teacher-dl19-100", type=Path, help="the teacher's DL19 top-100 journal (may cover fewer queries)"
+    )
+    ap.add_argument("--teacher-strategy", default="icr", help="the teacher's strategy (labels, cascade, --speed)")
+    ap.add_argument("--speed", type=int, default=0, help="time teacher and student side by side on N DL19 queries")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench-distill")
     ap.add_argument("--max-words", type=int, default=100)
     ap.add_argument("--loss", default="ranknet")
@@ -164,10 +205,15 @@ def main() -> None:
     qrels = DL19 / "qrels.txt"
     runs = cache / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    teacher20 = {}
+    teacher20: dict[str | None, RerankResult] = {}
+    teacher100: dict[str | None, RerankResult] = {}
     if args.teacher_dl19:
         snap, _ = snapshot(args.teacher_dl19, cache)
         teacher20 = {r.qid: r for r in read_results(snap)}
+    if args.teacher_dl19_100:
+        snap, _ = snapshot(args.teacher_dl19_100, cache)
+        teacher100 = {r.qid: r for r in read_results(snap)}
+    t_name = args.teacher_strategy
     lines = []
     for depth in (100, 20):
         items = list(
@@ -187,11 +233,16 @@ def main() -> None:
         if not bi_run.exists():  # no training involved: computed once
             write_run(bi_run, minilm_bi(items), "minilm_bi")
         systems["student"], student_ms = student_runs(student, items)
-        if depth == 20 and teacher20:
-            systems["teacher"] = [teacher20[it.query.qid] for it in items if it.query.qid in teacher20]
+        teacher_at = teacher20 if depth == 20 else teacher100
+        picked = [teacher_at[it.query.qid] for it in items if it.query.qid in teacher_at]
+        if picked:
+            systems["teacher"] = picked
         scores = {k: score_run(write_run(runs / f"dl19.top{depth}.{k}.trec", v, k), qrels) for k, v in systems.items()}
         scores = {"bm25": scores.pop("bm25"), "minilm_bi": score_run(bi_run, qrels), **scores}
-        lines.append(f"\nDL19 BM25 top-{depth} ({len(items)} queries; passages cut to {args.max_words} words)")
+        lines.append(
+            f"\nDL19 BM25 top-{depth} ({len(items)} queries; passages cut to {args.max_words} words; "
+            f"teacher {TEACHER} {t_name})"
+        )
         lines.append(f"{'system':<12}{'queries':>8}{'nDCG@10':>9}{'ms/query':>10}")
         for k, s in scores.items():
             ms = student_ms if k == "student" else None
@@ -200,7 +251,8 @@ def main() -> None:
                 ms = 1000 * sum(ts) / len(ts)
             nd = np.mean([s.per_query[q]["nDCG@10"] for q in s.queries])
             lines.append(f"{k:<12}{len(s.queries):>8}{nd:>9.4f}{(f'{ms:.1f}' if ms else '-'):>10}")
-        for a, b in (("bm25", "student"), ("minilm_bi", "student"), ("teacher", "student")):
+        pairs_ = (("bm25", "student"), ("minilm_bi", "student"), ("bm25", "teacher"), ("teacher", "student"))
+        for a, b in pairs_:
             if a in scores and b in scores:
                 c = compare(scores[a], scores[b], "nDCG@10")
                 lines.append(
@@ -232,10 +284,11 @@ def main() -> None:
         n_casc = args.cascade_limit or args.limit_100
         limit = ["--limit", str(n_casc)] if n_casc else []
         rerankd("rerank", str(inp), "-o", str(out), "--strategy", "cascade", "-p", f"student={student}",
-                "-p", "top_k=20", "-p", "max_length=128", "--model", TEACHER, "--device", "cpu", *limit)  # fmt: skip
+                "-p", "top_k=20", "-p", "max_length=128", "-p", f'llm={{"name": "{t_name}"}}',
+                "--model", TEACHER, "--device", "cpu", *limit)  # fmt: skip
         casc = list(read_results(Path(str(out) + ".journal.jsonl")))
         s_c = score_run(write_run(runs / "dl19.cascade.trec", casc, "cascade"), qrels)
-        lines.append(f"\nCascade (student over top-100, teacher ICR over its top-20): {len(casc)} DL19 queries")
+        lines.append(f"\nCascade (student over top-100, teacher {t_name} over its top-20): {len(casc)} DL19 queries")
         if teacher20:
             s_t = score_run(runs / "dl19.top20.teacher.trec", qrels)
             c = compare(s_t, s_c, "nDCG@10")
@@ -252,6 +305,13 @@ def main() -> None:
                 f"top-20 {1000 * t_llm:.0f} ms/query; cascade = {t_c / t_llm:.2f}x the teacher's top-20 time"
             )
             lines.append(f"  (teacher's DL19 top-20 journal, other load: {1000 * t_t:.0f} ms/query)")
+    if args.speed:
+        items = list(read_queries(cache / "inputs" / f"dl19.top20.w{args.max_words}.jsonl"))[: args.speed]
+        t_ms, s_ms = side_by_side(student, t_name, items)
+        lines.append(
+            f"\nSide by side, one process, first {len(items)} DL19 queries at top-20: teacher {t_name} "
+            f"{t_ms:,.0f} ms/query, student {s_ms:,.0f} ms/query: student = 1/{t_ms / s_ms:.0f} of the teacher"
+        )
     print("\n".join(lines), flush=True)
 
 

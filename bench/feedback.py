@@ -158,7 +158,8 @@ def main() -> None:
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--max-words", type=int, default=64, help="ICR: words kept per passage (CPU time)")
     ap.add_argument("--doc-order", choices=("first_stage", "reversed"), default=None, help="ICR passage order")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="auto", help="LLM weights dtype (auto: float32 on CPUs without native bf16)")
+    ap.add_argument("--max-length", type=int, default=256, help="pointwise: the student's tokens per pair")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--lr", type=float, default=None, help="refit learning rate (default: refit_query's)")
     ap.add_argument("--optimizer", choices=("gd", "adam"), default="gd")
@@ -217,7 +218,8 @@ def main() -> None:
         for qid, (idx, sc) in zip(qids, dense, strict=True)
     ]
     req_hash = hashlib.sha256("\n".join(r.model_dump_json() for r in requests).encode()).hexdigest()
-    settings = {"bench": "scifact-feedback", "requests": req_hash, "model": args.model, "dtype": args.dtype}
+    settings: dict[str, object] = {"bench": "scifact-feedback", "requests": req_hash, "model": args.model}
+    settings |= {"max_length": args.max_length} if args.strategy == "pointwise" else {"dtype": args.dtype}
     variant = f"-{cfg.doc_order}" if isinstance(cfg, ICRConfig) and cfg.doc_order != "first_stage" else ""
     model_tag = Path(args.model).name if args.strategy == "pointwise" else args.model
     out = args.cache / f"rerank-{args.strategy}-{model_tag}-top{args.rerank_top}-w{args.max_words}{variant}.jsonl"
@@ -241,7 +243,8 @@ def main() -> None:
                     args.model,
                 )
                 kind = "cross_encoder" if args.strategy == "pointwise" else "hf"
-                engine = load_engine(kind, args.model, **({} if kind == "cross_encoder" else {"dtype": args.dtype}))
+                opts = {"max_length": args.max_length} if kind == "cross_encoder" else {"dtype": args.dtype}
+                engine = load_engine(kind, args.model, **opts)
 
                 async def go() -> None:
                     try:

@@ -54,6 +54,7 @@ def _teach(
     engine: str | None,
     device: str | None,
     concurrency: int | None,
+    dtype: str | None = None,
 ) -> list[Path]:
     from rerankd.cli.reranking import rerank
     from rerankd.runs import journal_path
@@ -65,7 +66,7 @@ def _teach(
         typer.echo(f"teach: {path} -> {out}", err=True)
         rerank(
             input=path, output=out, strategy=strategy, param=param, model=model, engine=engine, device=device,
-            dtype=None, engine_option=None, top_k=top_k, limit=limit, fmt="trec", topics=None, collection=None,
+            dtype=dtype, engine_option=None, top_k=top_k, limit=limit, fmt="trec", topics=None, collection=None,
             concurrency=concurrency, queue=queue, api_url=api_url, api_key=api_key, restart=False, keep_journal=True,
         )  # fmt: skip
         journals.append(journal_path(out))
@@ -88,12 +89,15 @@ def teach_cmd(
     api_key: Annotated[str | None, typer.Option(envvar="RERANKD_API_KEY", help="With --queue: API key.")] = None,
     engine: Annotated[str | None, typer.Option(help="In-process engine kind (not with --queue).")] = None,
     device: Annotated[str | None, typer.Option(help="In-process engine device.")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="In-process weights dtype: auto | float32 | bfloat16 | float16.")
+    ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Queries at once (jobs in flight).")] = None,
 ) -> None:
     """Run the teacher over query files; the journals keep its rankings and scores (resumable)."""
     _teach(
         inputs, work, model=model, strategy=strategy, param=param or [], top_k=top_k, limit=limit, queue=queue,
-        api_url=api_url, api_key=api_key, engine=engine, device=device, concurrency=concurrency,
+        api_url=api_url, api_key=api_key, engine=engine, device=device, concurrency=concurrency, dtype=dtype,
     )  # fmt: skip
 
 

@@ -117,8 +117,9 @@ class HFEngine:
         """Load a bundled model name (pulled on first use), a local HF folder or a hub id.
 
         ``device``: ``auto`` (CUDA when present, logged), ``cpu``, ``cuda`` or ``cuda:N``;
-        ``dtype``: ``auto`` (bfloat16; float16 on GPUs without bfloat16), ``float32``,
-        ``bfloat16`` or ``float16``; ``max_batch_size``: prompts (or ICR queries) per forward pass.
+        ``dtype``: ``auto`` (bfloat16; float16 on GPUs without it, float32 on CPUs without native
+        bfloat16), ``float32``, ``bfloat16`` or ``float16``; ``max_batch_size``: prompts (or ICR
+        queries) per forward pass.
         """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
