@@ -315,7 +315,11 @@ def main() -> None:
     print(
         f"\nBEIR SciFact, {len(done)} test queries; dense = all-MiniLM-L6-v2 top-{args.depth}; "
         f"reranker = {args.strategy} on {args.model} over the top {args.rerank_top} "
-        f"(max {args.max_words} words/passage, {args.dtype})"
+        + (
+            f"({args.max_length} tokens/pair)"
+            if args.strategy == "pointwise"
+            else f"(max {args.max_words} words/passage, {args.dtype})"
+        )
     )
     print(f"refit: {refit_args}\n")
     print("| run | nDCG@10 | R@20 | R@100 |\n|---|---|---|---|")
